@@ -1,0 +1,148 @@
+"""The one exception tree of dagr-wasm.
+
+Every error the library raises on purpose is a ``DagrError``. Each subclass carries the data that
+explains it and builds its message in ``__init__``; the message says what happened and what to do.
+The type decides the fate of the failure::
+
+    DagrError
+    ├── UsageError                 bad input from a person or a program: exit code 2, nothing changed
+    │   ├── ManifestError          a manifest, limit or grant that does not validate
+    │   ├── ModuleError            bytes that are not a loadable dagr agent component
+    │   ├── AgentSourceError       an agent directory that does not build
+    │   ├── PayloadError           a payload, context or state file that cannot be used
+    │   └── NotFoundError          a specialist, instance or file that does not exist
+    └── RuntimeFailure             the runtime could not do its job: exit code 1, safe to retry
+        ├── ServerError            the embedded nats-server would not start or stop
+        ├── ConnectionFailure      NATS is unreachable or refused us
+        └── CommitConflict         another invocation changed state first (internal: re-run)
+
+Faults of an agent (traps, exhausted limits, refused host calls) are not exceptions: they are data
+in ``dagr_wasm.sandbox.Outcome``, because a misbehaving guest is an expected event, not a host bug.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentSourceError",
+    "CommitConflict",
+    "ConnectionFailure",
+    "DagrError",
+    "ManifestError",
+    "ModuleError",
+    "NotFoundError",
+    "PayloadError",
+    "RuntimeFailure",
+    "ServerError",
+    "UsageError",
+]
+
+
+class DagrError(Exception):
+    """Root of every error dagr-wasm raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(DagrError):
+    """The input is wrong; fixing the input is the way forward. Nothing was changed."""
+
+    exit_code = 2
+
+
+class ManifestError(UsageError):
+    """A manifest (or its limits and grants) does not validate."""
+
+    def __init__(self, problems: list[str], *, source: str = "manifest") -> None:
+        self.problems = problems
+        self.source = source
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} is not valid:\n{listed}\nFix these fields and try again.")
+
+
+class ModuleError(UsageError):
+    """Bytes that cannot be run as a dagr agent: not wasm, not a component, or another world."""
+
+    def __init__(self, reason: str, *, source: str, hint: str | None = None) -> None:
+        self.reason = reason
+        self.source = source
+        self.hint = hint or (
+            "Build the agent with `dagr build AGENT_DIR`, which targets the dagr:agent world in wit/."
+        )
+        super().__init__(f"{source} is not a dagr agent component: {reason}. {self.hint}")
+
+
+class AgentSourceError(UsageError):
+    """An agent directory that does not build into a component."""
+
+    def __init__(self, agent_dir: str, reason: str, *, detail: str = "") -> None:
+        self.agent_dir = agent_dir
+        self.reason = reason
+        self.detail = detail
+        tail = f"\n{detail.rstrip()}" if detail else ""
+        super().__init__(f"cannot build {agent_dir}: {reason}{tail}")
+
+
+class PayloadError(UsageError):
+    """A payload, context, state file or time that cannot be used as given."""
+
+    def __init__(self, what: str, reason: str, *, hint: str = "") -> None:
+        self.what = what
+        self.reason = reason
+        self.hint = hint
+        tail = f" {hint}" if hint else ""
+        super().__init__(f"{what}: {reason}.{tail}")
+
+
+class NotFoundError(UsageError):
+    """Something named by the caller does not exist."""
+
+    def __init__(self, kind: str, name: str, *, hint: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        tail = f" {hint}" if hint else ""
+        super().__init__(f"no {kind} named {name!r}.{tail}")
+
+
+class RuntimeFailure(DagrError):
+    """The runtime could not do its job; the input may be fine. Usually worth retrying."""
+
+    exit_code = 1
+
+
+class ServerError(RuntimeFailure):
+    """The embedded nats-server would not start, or died."""
+
+    def __init__(self, reason: str, *, hint: str = "", log_tail: str = "") -> None:
+        self.reason = reason
+        self.hint = hint
+        self.log_tail = log_tail
+        parts = [f"nats-server: {reason}."]
+        if hint:
+            parts.append(hint)
+        if log_tail:
+            parts.append(f"Its last output:\n{log_tail.rstrip()}")
+        super().__init__(" ".join(parts[:2]) + ("\n" + parts[2] if len(parts) > 2 else ""))
+
+
+class ConnectionFailure(RuntimeFailure):
+    """NATS could not be reached or refused the connection."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"cannot reach NATS at {url}: {reason}. Start one with `dagr up`, or point --nats / NATS_URL "
+            "at a running server."
+        )
+
+
+class CommitConflict(RuntimeFailure):
+    """Another invocation changed a key this one read; the invocation is re-run on fresh state."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"state key {key!r} changed while the invocation ran; re-running it on fresh state")
