@@ -1,0 +1,302 @@
+"""The plain data that crosses the seam between the sandbox and whoever drives it.
+
+An ``Invocation`` goes in; an ``Outcome`` comes out, carrying the buffered ``Effect`` list. None of
+these types know about NATS or wasmtime, so the mesh can store, send and commit them as they are.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeAlias
+
+from ._policy import Capabilities, Limits
+
+__all__ = [
+    "ChildReply",
+    "Effect",
+    "ErrorKind",
+    "Event",
+    "GuestError",
+    "Invocation",
+    "LogLine",
+    "Message",
+    "Outcome",
+    "Publish",
+    "RepliesConsumed",
+    "Reply",
+    "Scope",
+    "Spawn",
+    "Start",
+    "StateDelete",
+    "StateEntry",
+    "StatePut",
+    "StateView",
+    "Status",
+    "Suspend",
+    "Wake",
+    "child_instance_id",
+]
+
+Scope: TypeAlias = Literal["instance", "specialist"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Events: why an invocation happens (the WIT `event` variant).
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The instance was spawned with this context."""
+
+    context: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """A suspend came due; the resume context given to suspend."""
+
+    resume_context: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChildReply:
+    """What a child's ``handle`` returned. ``seq`` is the driver's handle for marking it read."""
+
+    child_id: str
+    specialist: str
+    ok: bytes | None = None
+    error: str | None = None
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.ok is None) == (self.error is None):
+            raise ValueError("a child reply carries exactly one of ok and error")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A child replied (delivered as the event itself)."""
+
+    reply: ChildReply
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message arrived on a subject this instance listens on."""
+
+    subject: str
+    payload: bytes
+
+
+Event: TypeAlias = Start | Wake | Reply | Message
+
+
+# ---------------------------------------------------------------------------------------------
+# State, as the sandbox sees it: read through a view, written as effects.
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntry:
+    """A stored value and the revision it was read at (used to detect conflicting writers)."""
+
+    value: bytes
+    revision: int
+
+
+class StateView(Protocol):
+    """Read access to the state an invocation starts from. Called from the wasm thread.
+
+    Implementations raise ``StateUnavailable`` when the backing store cannot answer; the guest then
+    gets ``error.unavailable``.
+    """
+
+    def get(self, scope: Scope, key: str) -> StateEntry | None: ...
+
+    def keys(self, scope: Scope, prefix: str) -> list[str]: ...
+
+
+class EmptyState:
+    """A ``StateView`` with nothing in it."""
+
+    def get(self, scope: Scope, key: str) -> StateEntry | None:
+        return None
+
+    def keys(self, scope: Scope, prefix: str) -> list[str]:
+        return []
+
+
+class StateUnavailable(Exception):
+    """Raised by a ``StateView`` that cannot reach its store; becomes ``error.unavailable``."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Effects: what the invocation asked for, buffered until commit.
+
+
+@dataclass(frozen=True, slots=True)
+class StatePut:
+    scope: Scope
+    key: str
+    value: bytes
+    kind: Literal["state-put"] = "state-put"
+
+
+@dataclass(frozen=True, slots=True)
+class StateDelete:
+    scope: Scope
+    key: str
+    kind: Literal["state-delete"] = "state-delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    subject: str
+    payload: bytes
+    kind: Literal["publish"] = "publish"
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    child_id: str
+    specialist: str
+    context: str
+    reply_to: str | None
+    kind: Literal["spawn"] = "spawn"
+
+
+@dataclass(frozen=True, slots=True)
+class Suspend:
+    wake_at_unix_ms: int
+    resume_context: str
+    kind: Literal["suspend"] = "suspend"
+
+
+@dataclass(frozen=True, slots=True)
+class RepliesConsumed:
+    """The agent read these inbox replies (by ``ChildReply.seq``); mark them read on commit."""
+
+    seqs: tuple[int, ...]
+    kind: Literal["replies-consumed"] = "replies-consumed"
+
+
+Effect: TypeAlias = StatePut | StateDelete | Publish | Spawn | Suspend | RepliesConsumed
+
+
+def child_instance_id(task_id: str, index: int) -> str:
+    """The id of the ``index``-th child spawned by task ``task_id``.
+
+    Deterministic, so that a task re-run after a crash names its children the same way and
+    duplicate spawns are recognised by id instead of creating twins.
+    """
+    digest = hashlib.sha256(f"{task_id}/spawn/{index}".encode()).hexdigest()
+    return digest[:20]
+
+
+# ---------------------------------------------------------------------------------------------
+# The invocation and its outcome.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invocation:
+    """Everything one run of one agent needs. Plain data: the driver builds it, the sandbox reads it."""
+
+    task_id: str
+    instance_id: str
+    specialist: str
+    event: Event
+    parent_id: str | None = None
+    attempt: int = 1
+    config_text: str = ""
+    capabilities: Capabilities = Capabilities()
+    limits: Limits = Limits()
+    state: StateView = field(default_factory=EmptyState)
+    inbox: Sequence[ChildReply] = ()
+    #: The clock the invocation runs at: ``after-ms`` suspends and the suspend horizon count from here.
+    now_unix_ms: int = 0
+
+
+class Status(enum.StrEnum):
+    """How an invocation ended."""
+
+    #: ``handle`` returned ``ok``: commit the effects, send the result.
+    OK = "ok"
+    #: ``lifecycle.suspend`` ended it: commit the effects, schedule the wake.
+    SUSPENDED = "suspended"
+    #: ``handle`` returned ``err``: a deliberate, final failure; the effects are discarded.
+    FAILED = "failed"
+    #: It trapped or exhausted a limit: nothing is committed; the driver may retry.
+    ERROR = "error"
+
+
+class ErrorKind(enum.StrEnum):
+    """Why an invocation was stopped (``Status.ERROR``)."""
+
+    TRAP = "trap"
+    OUT_OF_FUEL = "out-of-fuel"
+    DEADLINE = "deadline"
+    MEMORY_LIMIT = "memory-limit"
+    STACK_OVERFLOW = "stack-overflow"
+    QUOTA = "quota"
+    DENIED = "denied"
+    INSTANTIATION = "instantiation"
+    HOST = "host"
+
+
+@dataclass(frozen=True, slots=True)
+class GuestError:
+    kind: ErrorKind
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    level: Literal["debug", "info", "warn", "error", "stdout", "stderr"]
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What one invocation did, and what it cost."""
+
+    status: Status
+    result: bytes | None = None
+    failure: str | None = None
+    error: GuestError | None = None
+    effects: tuple[Effect, ...] = ()
+    #: Revision of every state key the invocation read (0: absent). Commit checks them.
+    reads: tuple[tuple[Scope, str, int], ...] = ()
+    fuel_used: int = 0
+    wall_time_s: float = 0.0
+    #: Linear memory high-water mark; None when the engine does not measure it (see docs).
+    peak_memory_bytes: int | None = None
+    host_calls: int = 0
+    logs: tuple[LogLine, ...] = ()
+    log_bytes_dropped: int = 0
+
+    @property
+    def committable(self) -> bool:
+        """Whether the driver should commit the effects."""
+        return self.status in (Status.OK, Status.SUSPENDED)
+
+    @property
+    def suspend(self) -> Suspend | None:
+        for effect in self.effects:
+            if isinstance(effect, Suspend):
+                return effect
+        return None
+
+    def final_state(self) -> dict[tuple[Scope, str], bytes | None]:
+        """The last write to each key (None: deleted), in first-write order."""
+        final: dict[tuple[Scope, str], bytes | None] = {}
+        for effect in self.effects:
+            if isinstance(effect, StatePut):
+                final[(effect.scope, effect.key)] = effect.value
+            elif isinstance(effect, StateDelete):
+                final[(effect.scope, effect.key)] = None
+        return final

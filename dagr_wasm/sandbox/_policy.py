@@ -1,0 +1,162 @@
+"""What an invocation may use (``Limits``) and what it may do (``Grants``).
+
+Both are pydantic models, frozen and strict about unknown fields, because they arrive from manifests
+written by people: they are validated once at the edge and trusted inside. Units are in the names.
+Deny by default: an empty ``Grants()`` allows instance state, logging and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Capabilities",
+    "Grants",
+    "Limits",
+    "is_valid_subject",
+    "is_valid_subject_pattern",
+    "subject_matches",
+]
+
+MIB = 1024 * 1024
+
+_TOKEN = re.compile(r"^[^\s.*>]+$")
+_SPECIALIST = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def is_valid_subject(subject: str) -> bool:
+    """A concrete NATS subject: dot-separated non-empty tokens, no wildcards, no whitespace."""
+    if not subject or len(subject) > 512:
+        return False
+    return all(_TOKEN.match(token) for token in subject.split("."))
+
+
+def is_valid_subject_pattern(pattern: str) -> bool:
+    """A NATS subject pattern: like a subject, but a token may be ``*``, and the last may be ``>``."""
+    if not pattern or len(pattern) > 512:
+        return False
+    tokens = pattern.split(".")
+    for i, token in enumerate(tokens):
+        if token == "*" or (token == ">" and i == len(tokens) - 1):
+            continue
+        if not _TOKEN.match(token):
+            return False
+    return True
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard semantics: ``*`` matches exactly one token, a final ``>`` one or more."""
+    p_tokens = pattern.split(".")
+    s_tokens = subject.split(".")
+    for i, p in enumerate(p_tokens):
+        if p == ">":
+            return len(s_tokens) > i
+        if i >= len(s_tokens):
+            return False
+        if p != "*" and p != s_tokens[i]:
+            return False
+    return len(p_tokens) == len(s_tokens)
+
+
+class Limits(BaseModel):
+    """Per-invocation resource limits. Every field is a hard cap enforced by the sandbox."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fuel: int = Field(default=5_000_000_000, ge=1, description="wasm fuel (roughly instructions)")
+    memory_bytes: int = Field(
+        default=128 * MIB, ge=64 * 1024, description="the size each linear memory may grow to"
+    )
+    timeout_ms: int = Field(default=10_000, ge=1, le=3_600_000, description="wall-clock deadline")
+    max_host_calls: int = Field(default=10_000, ge=0)
+    max_log_bytes: int = Field(default=64 * 1024, ge=0, description="log lines plus stdout/stderr")
+    max_result_bytes: int = Field(default=1 * MIB, ge=0)
+    max_write_bytes: int = Field(
+        default=4 * MIB, ge=0, description="state values, publish payloads and spawn contexts together"
+    )
+    max_spawns: int = Field(default=64, ge=0)
+    max_publishes: int = Field(default=256, ge=0)
+    # A componentize-py agent needs 12 MiB of memory, ~9-16 core instances, 2 tables and ~5,700
+    # table elements (measured); the defaults leave room without inviting abuse.
+    max_instances: int = Field(default=32, ge=1, description="core instances in the component")
+    max_tables: int = Field(default=8, ge=0)
+    max_table_elements: int = Field(default=100_000, ge=0)
+    max_memories: int = Field(default=4, ge=0)
+
+    def capped_by(self, ceiling: Limits) -> Limits:
+        """The field-wise minimum: a child never gets more than its parent."""
+        mine = self.model_dump()
+        theirs = ceiling.model_dump()
+        return Limits(**{name: min(value, theirs[name]) for name, value in mine.items()})
+
+
+class Grants(BaseModel):
+    """Capabilities a manifest grants. Anything not listed is denied."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    publish: tuple[str, ...] = Field(default=(), description="NATS subject patterns it may publish to")
+    spawn: tuple[str, ...] = Field(default=(), description="specialists it may spawn")
+    kv_scope: Literal["instance", "specialist"] = Field(
+        default="instance", description="'specialist' adds state shared by all instances of the specialist"
+    )
+    max_suspend_s: int = Field(default=7 * 86_400, ge=0, description="the furthest wake it may schedule")
+
+    @field_validator("publish")
+    @classmethod
+    def _patterns_are_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in value if not is_valid_subject_pattern(p)]
+        if bad:
+            raise ValueError(f"not valid NATS subject patterns: {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("spawn")
+    @classmethod
+    def _specialists_are_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in value if not _SPECIALIST.match(s)]
+        if bad:
+            raise ValueError(
+                f"not valid specialist names (lowercase letters, digits, '-'): {', '.join(map(repr, bad))}"
+            )
+        return value
+
+    def allows_publish(self, subject: str) -> bool:
+        return any(subject_matches(pattern, subject) for pattern in self.publish)
+
+    def allows_spawn(self, specialist: str) -> bool:
+        return specialist in self.spawn
+
+    def allows_shared_state(self) -> bool:
+        return self.kv_scope == "specialist"
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The grants in force for one invocation: its own, narrowed by every ancestor's.
+
+    A child never gets more than its parent: a call is allowed only if the agent's own grants and
+    each ceiling (the grants of its parent, grandparent...) all allow it.
+    """
+
+    own: Grants = Grants()
+    ceilings: tuple[Grants, ...] = ()
+
+    def _chain(self) -> tuple[Grants, ...]:
+        return (self.own, *self.ceilings)
+
+    def allows_publish(self, subject: str) -> bool:
+        return all(g.allows_publish(subject) for g in self._chain())
+
+    def allows_spawn(self, specialist: str) -> bool:
+        return all(g.allows_spawn(specialist) for g in self._chain())
+
+    def allows_shared_state(self) -> bool:
+        return all(g.allows_shared_state() for g in self._chain())
+
+    @property
+    def max_suspend_s(self) -> int:
+        return min(g.max_suspend_s for g in self._chain())

@@ -1,0 +1,332 @@
+"""``Sandbox``: load components by digest, and run one invocation in a fresh, limited Store.
+
+``run`` is synchronous and thread-safe: the mesh calls it from worker threads (wasm runs with the
+GIL released) while its event loop serves NATS. Each call gets a new Store with the invocation's
+limits, an empty WASI context, and a ``Recorder`` for the host calls; the Store is closed before
+``run`` returns, so nothing of the guest outlives its invocation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from wasmtime import Store, WasmtimeError
+from wasmtime.component import Component, ExportIndex, Record, Variant
+
+from ..errors import ModuleError
+from . import _bytes
+from ._cache import ComponentCache, digest_of
+from ._engine import EngineSettings, EpochTicker, build_engine
+from ._host import (
+    HANDLER_INTERFACE,
+    HOST_FAULT_TRAP,
+    PROVIDED_INTERFACES,
+    SUSPEND_TRAP,
+    Recorder,
+    build_linker,
+    current_recorder,
+    wasi_config,
+)
+from ._model import (
+    ErrorKind,
+    Event,
+    GuestError,
+    Invocation,
+    Message,
+    Outcome,
+    Reply,
+    Start,
+    Status,
+    Wake,
+)
+
+__all__ = ["AgentComponent", "Sandbox"]
+
+_bytes.install()
+
+_WASM_MAGIC = b"\x00asm"
+_COMPONENT_LAYER = b"\x0d\x00\x01\x00"
+_CORE_VERSION = b"\x01\x00\x00\x00"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AgentComponent:
+    """A compiled, validated agent, ready to run. Obtain one from ``Sandbox.load``."""
+
+    digest: str
+    source: str
+    size_bytes: int
+    component: Component
+    handle_index: ExportIndex
+
+
+class Sandbox:
+    """The wasmtime half of dagr: one Engine, one Linker, many short-lived Stores."""
+
+    def __init__(self, *, cache_dir: Path | None = None, settings: EngineSettings | None = None) -> None:
+        self.settings = settings or EngineSettings()
+        self._engine = build_engine(self.settings)
+        self._ticker = EpochTicker(self._engine, tick_ms=self.settings.epoch_tick_ms)
+        self._linker = build_linker(self._engine)
+        self.cache = ComponentCache(
+            self._engine, fingerprint=self.settings.fingerprint(), directory=cache_dir
+        )
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the epoch ticker. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._ticker.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def load(self, wasm: bytes, *, source: str = "module", expected_digest: str | None = None) -> AgentComponent:
+        """Compile (or fetch from cache) and validate a component. Raises ``ModuleError``."""
+        _check_header(wasm, source)
+        digest = digest_of(wasm)
+        if expected_digest is not None and digest != expected_digest:
+            raise ModuleError(
+                f"its sha256 is {digest}, not the expected {expected_digest}",
+                source=source,
+                hint="The module changed or was corrupted in transit; deploy it again.",
+            )
+        try:
+            component = self.cache.get(digest, lambda: wasm)
+        except WasmtimeError as exc:
+            raise ModuleError(f"it does not compile ({_first_line(str(exc))})", source=source) from exc
+        return self._validated(component, digest=digest, source=source, size=len(wasm))
+
+    def load_file(self, path: Path) -> AgentComponent:
+        try:
+            wasm = path.read_bytes()
+        except FileNotFoundError:
+            raise ModuleError("the file does not exist", source=str(path), hint="Check the path.") from None
+        except IsADirectoryError:
+            raise ModuleError(
+                "it is a directory", source=str(path), hint="Build it first: `dagr build DIR`."
+            ) from None
+        return self.load(wasm, source=str(path))
+
+    def load_cached(self, digest: str, *, source: str | None = None) -> AgentComponent | None:
+        """The agent for ``digest`` if this host compiled it before; never compiles."""
+        component = self.cache.cached(digest)
+        if component is None:
+            return None
+        return self._validated(component, digest=digest, source=source or digest[:12], size=0)
+
+    def _validated(self, component: Component, *, digest: str, source: str, size: int) -> AgentComponent:
+        component_type = component.type
+        imports = set(component_type.imports(self._engine))
+        exports = set(component_type.exports(self._engine))
+        if HANDLER_INTERFACE not in exports:
+            self.cache.forget(digest)
+            raise ModuleError(
+                f"it does not export {HANDLER_INTERFACE} (it exports: {', '.join(sorted(exports)) or 'nothing'})",
+                source=source,
+            )
+        foreign = sorted(
+            name for name in imports if name not in PROVIDED_INTERFACES and not name.startswith("wasi:")
+        )
+        if foreign:
+            self.cache.forget(digest)
+            raise ModuleError(
+                f"it imports {', '.join(foreign)}, which a dagr host does not provide", source=source
+            )
+        handler = component.get_export_index(HANDLER_INTERFACE)
+        handle = component.get_export_index("handle", handler) if handler is not None else None
+        if handle is None:
+            self.cache.forget(digest)
+            raise ModuleError(f"{HANDLER_INTERFACE} has no `handle` function", source=source)
+        # A trial instantiation catches what names alone cannot: same names, other signatures.
+        store = Store(self._engine)
+        try:
+            store.set_fuel(10_000_000_000)
+            store.set_epoch_deadline(_ticks(10_000, self.settings.epoch_tick_ms))
+            self._linker.instantiate(store, component)
+        except WasmtimeError as exc:
+            self.cache.forget(digest)
+            raise ModuleError(
+                f"its imports do not match the {HANDLER_INTERFACE.split('/')[0]} contract "
+                f"({_first_line(str(exc))})",
+                source=source,
+            ) from exc
+        finally:
+            store.close()
+        return AgentComponent(
+            digest=digest, source=source, size_bytes=size, component=component, handle_index=handle
+        )
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, agent: AgentComponent, invocation: Invocation) -> Outcome:
+        """Run one invocation in a fresh Store and report what happened. Never raises for guest faults."""
+        limits = invocation.limits
+        rec = Recorder(invocation)
+        store = Store(self._engine)
+        store.set_wasi(wasi_config(rec))
+        store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=limits.max_table_elements,
+            instances=limits.max_instances,
+            tables=limits.max_tables,
+            memories=limits.max_memories,
+        )
+        store.set_fuel(limits.fuel)
+        store.set_epoch_deadline(_ticks(limits.timeout_ms, self.settings.epoch_tick_ms))
+        slot = current_recorder()
+        token = slot.set(rec)
+        stage = "instantiate"
+        value: bytes | str | None = None
+        error: GuestError | None = None
+        started = time.perf_counter()
+        try:
+            instance = self._linker.instantiate(store, agent.component)
+            stage = "call"
+            handle = instance.get_func(store, agent.handle_index)
+            if handle is None:
+                raise WasmtimeError("handle export vanished")
+            value = handle(store, _to_wit(invocation.event))
+            handle.post_return(store)
+        except WasmtimeError as exc:
+            error = _classify(str(exc), rec, stage)
+        except Exception as exc:  # a fault of ours (conversion, bookkeeping): contain it, name it
+            error = GuestError(ErrorKind.HOST, f"host fault while running the agent: {exc!r}")
+        finally:
+            wall = time.perf_counter() - started
+            slot.reset(token)
+            fuel_used = limits.fuel - store.get_fuel()
+            store.close()
+            rec.flush_output()
+
+        common = {
+            "effects": tuple(rec.effects),
+            "reads": tuple((scope, key, rev) for (scope, key), rev in rec.reads.items()),
+            "fuel_used": fuel_used,
+            "wall_time_s": wall,
+            "host_calls": rec.host_calls,
+            "logs": tuple(rec.logs),
+            "log_bytes_dropped": rec.log_bytes_dropped,
+        }
+        if rec.suspended is not None and (error is None or error.kind is ErrorKind.TRAP):
+            return Outcome(status=Status.SUSPENDED, **common)  # type: ignore[arg-type]
+        if error is not None:
+            return Outcome(status=Status.ERROR, error=error, **common)  # type: ignore[arg-type]
+        if isinstance(value, str):
+            return Outcome(status=Status.FAILED, failure=value, **common)  # type: ignore[arg-type]
+        assert isinstance(value, bytes)
+        if len(value) > limits.max_result_bytes:
+            quota = GuestError(
+                ErrorKind.QUOTA,
+                f"the result is {len(value)} bytes, over max_result_bytes={limits.max_result_bytes}",
+            )
+            return Outcome(status=Status.ERROR, error=quota, **common)  # type: ignore[arg-type]
+        return Outcome(status=Status.OK, result=value, **common)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _ticks(timeout_ms: int, tick_ms: int) -> int:
+    # +1: the current tick is already partly over, so a deadline never fires early.
+    return math.ceil(timeout_ms / tick_ms) + 1
+
+
+def _check_header(wasm: bytes, source: str) -> None:
+    if len(wasm) < 8 or wasm[:4] != _WASM_MAGIC:
+        raise ModuleError(
+            "it is not WebAssembly (no \\0asm header)", source=source, hint="Pass a .wasm component."
+        )
+    if wasm[4:8] == _CORE_VERSION:
+        raise ModuleError(
+            "it is a core wasm module, not a component",
+            source=source,
+            hint="dagr runs components of the dagr:agent world: build agents with `dagr build AGENT_DIR`, "
+            "or wrap a core module with `wasm-tools component new`.",
+        )
+    if wasm[4:8] != _COMPONENT_LAYER:
+        raise ModuleError(f"unknown wasm version/layer {wasm[4:8].hex()}", source=source)
+
+
+def _to_wit(event: Event) -> Variant:
+    if isinstance(event, Start):
+        return Variant("start", event.context)
+    if isinstance(event, Wake):
+        return Variant("wake", event.resume_context)
+    if isinstance(event, Reply):
+        reply = event.reply
+        record = Record()
+        setattr(record, "child-id", reply.child_id)
+        record.specialist = reply.specialist
+        record.outcome = reply.ok if reply.ok is not None else (reply.error or "")
+        return Variant("reply", record)
+    if isinstance(event, Message):
+        record = Record()
+        record.subject = event.subject
+        record.payload = event.payload
+        return Variant("message", record)
+    raise TypeError(f"not an event: {event!r}")
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else "no message"
+
+
+def _trap_reason(message: str) -> str:
+    """The informative part of a wasmtime error: the 'Caused by' chain, without the backtrace."""
+    if "Caused by:" in message:
+        causes = [line.strip() for line in message.split("Caused by:", 1)[1].splitlines() if line.strip()]
+        return "; ".join(c.split(": ", 1)[1] if c[:2].rstrip(":").isdigit() else c for c in causes)
+    return _first_line(message)
+
+
+def _classify(message: str, rec: Recorder, stage: str) -> GuestError:
+    """Decide why the guest stopped, from what the Recorder saw first and the trap text second."""
+    if rec.host_fault is not None or HOST_FAULT_TRAP in message:
+        return GuestError(ErrorKind.HOST, f"host fault in a host call:\n{rec.host_fault or message}")
+    if rec.suspended is not None or SUSPEND_TRAP in message:
+        return GuestError(ErrorKind.TRAP, SUSPEND_TRAP)
+    reason = _trap_reason(message)
+    if "all fuel consumed" in message:
+        return GuestError(ErrorKind.OUT_OF_FUEL, f"ran out of fuel (limit {rec.limits.fuel})")
+    if "wasm trap: interrupt" in message:
+        return GuestError(ErrorKind.DEADLINE, f"passed its deadline of {rec.limits.timeout_ms} ms")
+    if "call stack exhausted" in message:
+        return GuestError(ErrorKind.STACK_OVERFLOW, "exhausted the wasm call stack (runaway recursion?)")
+    if "too much data is being copied" in message:
+        return GuestError(ErrorKind.QUOTA, f"passed too much data across the host boundary: {reason}")
+    if stage == "instantiate":
+        if "memory" in message and "exceeds memory limits" in message:
+            return GuestError(
+                ErrorKind.MEMORY_LIMIT,
+                f"needs more memory than memory_bytes={rec.limits.memory_bytes} to start: {reason}",
+            )
+        if "resource limit exceeded" in message or "exceeds table limits" in message:
+            return GuestError(ErrorKind.QUOTA, f"exceeds an instance/table/memory limit: {reason}")
+        return GuestError(ErrorKind.INSTANTIATION, f"could not be instantiated: {reason}")
+    if rec.last_refusal is not None:
+        kind, why = rec.last_refusal
+        error_kind = ErrorKind.DENIED if kind == "denied" else ErrorKind.QUOTA
+        if kind in ("denied", "quota-exceeded"):
+            return GuestError(error_kind, f"unhandled refused host call: {why}")
+    tail = rec.stderr_tail()
+    if any("MemoryError" in line for line in tail):
+        return GuestError(
+            ErrorKind.MEMORY_LIMIT, f"ran out of memory (memory_bytes={rec.limits.memory_bytes})"
+        )
+    detail = f" — {tail[-1]}" if tail else ""
+    return GuestError(ErrorKind.TRAP, f"{reason}{detail}")
