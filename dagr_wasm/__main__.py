@@ -1,0 +1,5 @@
+"""``python -m dagr_wasm`` is ``dagr``."""
+
+from .cli import entrypoint
+
+entrypoint()

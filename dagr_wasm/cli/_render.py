@@ -1,0 +1,149 @@
+"""Turning results into output: one JSON document for ``--json``, rich tables for people.
+
+The JSON field names are part of the CLI's contract (docs/cli.md); change them only with a version.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..payload import to_tagged
+from ..sandbox import (
+    Effect,
+    Outcome,
+    Publish,
+    RepliesConsumed,
+    Spawn,
+    StateDelete,
+    StatePut,
+    Status,
+    Suspend,
+)
+
+__all__ = ["err_console", "iso_ms", "outcome_json", "print_json", "render_outcome", "stdout_console"]
+
+stdout_console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def iso_ms(unix_ms: int) -> str:
+    return datetime.fromtimestamp(unix_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def effect_json(effect: Effect) -> dict[str, Any]:
+    if isinstance(effect, StatePut):
+        return {"kind": effect.kind, "scope": effect.scope, "key": effect.key, "value": to_tagged(effect.value)}
+    if isinstance(effect, StateDelete):
+        return {"kind": effect.kind, "scope": effect.scope, "key": effect.key}
+    if isinstance(effect, Publish):
+        return {"kind": effect.kind, "subject": effect.subject, "payload": to_tagged(effect.payload)}
+    if isinstance(effect, Spawn):
+        return {
+            "kind": effect.kind,
+            "child_id": effect.child_id,
+            "specialist": effect.specialist,
+            "context": effect.context,
+            "reply_to": effect.reply_to,
+        }
+    if isinstance(effect, Suspend):
+        return {
+            "kind": effect.kind,
+            "wake_at": iso_ms(effect.wake_at_unix_ms),
+            "wake_at_unix_ms": effect.wake_at_unix_ms,
+            "resume_context": effect.resume_context,
+        }
+    if isinstance(effect, RepliesConsumed):
+        return {"kind": effect.kind, "seqs": list(effect.seqs)}
+    raise TypeError(f"unknown effect {effect!r}")
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "status": outcome.status.value,
+        "result": to_tagged(outcome.result) if outcome.result is not None else None,
+        "failure": outcome.failure,
+        "error": {"kind": outcome.error.kind.value, "message": outcome.error.message} if outcome.error else None,
+        "effects": [effect_json(e) for e in outcome.effects],
+        "committed": outcome.committable,
+        "fuel_used": outcome.fuel_used,
+        "wall_time_ms": round(outcome.wall_time_s * 1000, 3),
+        "peak_memory_bytes": outcome.peak_memory_bytes,
+        "host_calls": outcome.host_calls,
+        "logs": [{"level": line.level, "message": line.message} for line in outcome.logs],
+        "log_bytes_dropped": outcome.log_bytes_dropped,
+    }
+
+
+_STATUS_STYLE = {
+    Status.OK: "bold green",
+    Status.SUSPENDED: "bold cyan",
+    Status.FAILED: "bold yellow",
+    Status.ERROR: "bold red",
+}
+
+
+def _value(tagged: dict[str, Any]) -> str:
+    if "cbor" in tagged:
+        return json.dumps(tagged["cbor"], ensure_ascii=False)
+    return f"<{len(tagged['base64']) * 3 // 4} bytes, base64 {tagged['base64'][:40]}…>"
+
+
+def _effect_line(effect: Effect) -> str:
+    data = effect_json(effect)
+    if isinstance(effect, StatePut):
+        return f"state {effect.scope} {effect.key} = {_value(data['value'])}"
+    if isinstance(effect, StateDelete):
+        return f"state {effect.scope} {effect.key} deleted"
+    if isinstance(effect, Publish):
+        return f"publish {effect.subject}: {_value(data['payload'])}"
+    if isinstance(effect, Spawn):
+        reply = f" -> {effect.reply_to}" if effect.reply_to else ""
+        return f"spawn {effect.specialist} {effect.child_id}{reply}: {effect.context!r}"
+    if isinstance(effect, Suspend):
+        return f"suspend until {data['wake_at']}: {effect.resume_context!r}"
+    return f"read {len(effect.seqs)} replies"
+
+
+def render_outcome(outcome: Outcome, *, console: Console = stdout_console) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column()
+    table.add_row("status", Text(outcome.status.value, style=_STATUS_STYLE[outcome.status]))
+    if outcome.result is not None:
+        table.add_row("result", _value(to_tagged(outcome.result)))
+    if outcome.failure is not None:
+        table.add_row("failure", outcome.failure)
+    if outcome.error is not None:
+        table.add_row("error", Text(f"{outcome.error.kind.value}: {outcome.error.message}", style="red"))
+    verdict = "committed" if outcome.committable else "discarded"
+    if outcome.effects:
+        lines = "\n".join(_effect_line(e) for e in outcome.effects)
+        table.add_row(f"effects ({verdict})", lines)
+    else:
+        table.add_row("effects", "none")
+    memory = f"{outcome.peak_memory_bytes:,} bytes peak" if outcome.peak_memory_bytes is not None else "not measured"
+    table.add_row(
+        "cost",
+        f"{outcome.fuel_used:,} fuel · {outcome.wall_time_s * 1000:.2f} ms · {outcome.host_calls} host calls"
+        f" · memory {memory}",
+    )
+    console.print(table)
+    if outcome.logs or outcome.log_bytes_dropped:
+        console.print(Text("logs", style="dim"))
+        for line in outcome.logs:
+            style = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}.get(line.level, "")
+            console.print(Text(f"  [{line.level}] {line.message}", style=style))
+        if outcome.log_bytes_dropped:
+            console.print(Text(f"  … {outcome.log_bytes_dropped:,} log bytes dropped (max_log_bytes)", style="dim"))
