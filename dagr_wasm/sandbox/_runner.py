@@ -62,6 +62,8 @@ class AgentComponent:
     size_bytes: int
     component: Component
     handle_index: ExportIndex
+    #: Whether it imports any WASI interface (componentize-py agents do; hand-written ones may not).
+    needs_wasi: bool = True
 
 
 class Sandbox:
@@ -168,7 +170,12 @@ class Sandbox:
         finally:
             store.close()
         return AgentComponent(
-            digest=digest, source=source, size_bytes=size, component=component, handle_index=handle
+            digest=digest,
+            source=source,
+            size_bytes=size,
+            component=component,
+            handle_index=handle,
+            needs_wasi=any(name.startswith("wasi:") for name in imports),
         )
 
     # -- running ----------------------------------------------------------------------------
@@ -178,7 +185,8 @@ class Sandbox:
         limits = invocation.limits
         rec = Recorder(invocation)
         store = Store(self._engine)
-        store.set_wasi(wasi_config(rec))
+        if agent.needs_wasi:
+            store.set_wasi(wasi_config(rec))
         store.set_limits(
             memory_size=limits.memory_bytes,
             table_elements=limits.max_table_elements,

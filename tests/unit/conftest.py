@@ -19,3 +19,20 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 @pytest.fixture
 def fresh_cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def built() -> dict[str, Path]:
+    """Every agent in agents/, built once (cached by source hash across runs), by name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dagr_wasm.build import build_agent
+
+    dirs = sorted(p for p in (ROOT / "agents").iterdir() if (p / "app.py").is_file())
+    # Two at a time: componentize-py is mostly single-threaded and this machine kind has 2 cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(build_agent, dirs))
+    return {d.name: r.wasm for d, r in zip(dirs, results, strict=True)}

@@ -1,0 +1,29 @@
+# Recipes for dagr-wasm. `just --list` shows them. They assume the dev install:
+#   python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'
+
+python := env_var_or_default("PYTHON", "python")
+
+# Install dagr-wasm with the dev tools into the active environment.
+setup:
+    {{python}} -m pip install -e '.[dev]'
+
+# Build every agent in agents/ (cached by source hash; about 15 s each when cold).
+agents:
+    for dir in agents/*/; do dagr build "$dir"; done
+
+# Run the test suite (what CI runs).
+test *ARGS:
+    {{python}} -m pytest {{ARGS}}
+
+# Lint and type-check.
+lint:
+    {{python}} -m ruff check dagr_wasm tests benchmarks
+    {{python}} -m ruff format --check dagr_wasm
+    {{python}} -m mypy
+
+# Benchmark the sandbox against bare wasmtime-py.
+bench-sandbox *ARGS:
+    {{python}} benchmarks/bench_sandbox.py {{ARGS}}
+
+# All benchmarks.
+bench: bench-sandbox

@@ -1,0 +1,203 @@
+"""``dagr build`` and ``dagr run``: the happy path with --json, and bad input (message + exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import watkit
+from wasmtime import wat2wasm
+
+from dagr_wasm.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dagr(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_build_reports_the_component_as_json(capsys: pytest.CaptureFixture[str], built: dict[str, Path]) -> None:
+    code, out, _ = dagr(capsys, "build", str(ROOT / "agents" / "echo"), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["cached"] is True  # the session fixture built it already
+    assert Path(doc["wasm"]).read_bytes()[:8] == b"\x00asm\x0d\x00\x01\x00"
+    assert len(doc["digest"]) == 64
+
+
+def test_counter_state_carries_over_between_runs(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path], tmp_path: Path
+) -> None:
+    state = tmp_path / "counter.json"
+    counts = []
+    for _ in range(3):
+        code, out, _ = dagr(capsys, "run", str(built["counter"]), "--manifest",
+                            str(ROOT / "agents" / "counter" / "dagr.toml"), "--state", str(state), "--json")  # fmt: skip
+        assert code == 0
+        doc = json.loads(out)
+        assert doc["status"] == "ok"
+        counts.append(doc["result"]["cbor"]["count"])
+    assert counts == [1, 2, 3]
+    saved = json.loads(state.read_text())
+    assert saved["instance"]["count"] == {"revision": 3, "cbor": 3}
+
+
+def test_run_human_output_shows_result_effects_and_logs(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path], tmp_path: Path
+) -> None:
+    code, out, _ = dagr(capsys, "run", str(ROOT / "agents" / "counter"), "--state", str(tmp_path / "s.json"))
+    assert code == 0
+    assert '{"count": 1}' in out
+    assert "state instance count = 1" in out
+    assert "count is now 1" in out
+    assert "fuel" in out
+
+
+def test_run_of_a_failing_agent_exits_1_with_the_reason(capsys: pytest.CaptureFixture[str], built: dict[str, Path]) -> None:
+    code, out, _ = dagr(capsys, "run", str(ROOT / "agents" / "hostile-denied-publish"), "--json")
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["status"] == "error"
+    assert doc["error"]["kind"] == "denied"
+    assert doc["committed"] is False
+
+
+# --- bad input: a message that says what to do, exit code 2, nothing changed ----------------------
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = dagr(capsys, "run", str(tmp_path / "nope.wasm"))
+    assert code == 2
+    assert "does not exist" in err
+
+
+def test_not_a_component(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    fake = tmp_path / "fake.wasm"
+    fake.write_text("definitely not wasm")
+    code, _, err = dagr(capsys, "run", str(fake))
+    assert code == 2
+    assert "is not a dagr agent component: it is not WebAssembly" in err
+
+
+def test_a_core_module(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    core = tmp_path / "core.wasm"
+    core.write_bytes(wat2wasm("(module)"))
+    code, _, err = dagr(capsys, "run", str(core))
+    assert code == 2
+    assert "core wasm module, not a component" in err
+    assert "dagr build" in err
+
+
+def test_a_component_of_another_world(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    wit = tmp_path / "other.wit"
+    wit.write_text("package acme:thing@1.0.0;\ninterface run { go: func() -> u32; }\nworld thing { export run; }\n")
+    other = tmp_path / "other.wasm"
+    other.write_bytes(
+        watkit.component_from_core_wat(
+            '(module (memory (export "memory") 1) (func (export "acme:thing/run@1.0.0#go") (result i32) i32.const 7))',
+            world="thing",
+            wit=wit,
+        )
+    )
+    code, _, err = dagr(capsys, "run", str(other))
+    assert code == 2
+    assert "does not export dagr:agent/handler@0.1.0" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "x.wasm", "--event", "bogus"], "bogus"),
+        (["run", "x.wasm", "--no-such-flag"], "--no-such-flag"),
+        (["run"], "Missing argument"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str], args: list[str], expected: str) -> None:
+    code, out, err = dagr(capsys, *args)
+    assert code == 2
+    assert expected in out + err
+
+
+def test_message_event_needs_a_subject(capsys: pytest.CaptureFixture[str], built: dict[str, Path]) -> None:
+    code, _, err = dagr(capsys, "run", str(built["echo"]), "--event", "message")
+    assert code == 2
+    assert "--subject" in err
+
+
+def test_a_bad_state_file_is_refused_and_left_alone(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path], tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"not": "a state file"}')
+    code, _, err = dagr(capsys, "run", str(built["counter"]), "--state", str(state))
+    assert code == 2
+    assert "not a dagr state file" in err
+    assert state.read_text() == '{"not": "a state file"}'
+
+
+def test_a_failed_run_leaves_the_state_file_alone(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path], tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    dagr(capsys, "run", str(built["counter"]), "--state", str(state))
+    before = state.read_text()
+    code, _, _ = dagr(capsys, "run", str(built["hostile-denied-publish"]), "--state", str(state))
+    assert code == 1
+    assert state.read_text() == before
+
+
+def test_an_invalid_manifest_names_each_problem(capsys: pytest.CaptureFixture[str], built: dict[str, Path], tmp_path: Path) -> None:
+    manifest = tmp_path / "dagr.toml"
+    manifest.write_text('name = "Bad Name"\n[grants]\npublish = ["a.>.b"]\nsurprise = 1\n')
+    code, _, err = dagr(capsys, "run", str(built["echo"]), "--manifest", str(manifest))
+    assert code == 2
+    assert "name: 'Bad Name' is not a valid specialist name" in err
+    assert "grants.publish" in err
+    assert "grants.surprise: unknown field" in err
+
+
+def test_build_of_a_directory_without_app_py(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = dagr(capsys, "build", str(tmp_path))
+    assert code == 2
+    assert "there is no app.py" in err
+
+
+def test_build_of_a_syntax_error_points_at_the_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("import dagr_agent\n\ndef broken(:\n    pass\nHandler = None\n")
+    code, _, err = dagr(capsys, "build", str(tmp_path))
+    assert code == 2
+    assert "app.py:3" in err
+
+
+def test_build_without_a_handler(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("import dagr_agent\n")
+    code, _, err = dagr(capsys, "build", str(tmp_path))
+    assert code == 2
+    assert "does not define `Handler`" in err
+
+
+def test_build_of_an_agent_importing_an_unavailable_module(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "app.py").write_text(
+        "import numpy_is_not_here\nimport dagr_agent as dagr\n"
+        "Handler = dagr.handler(start=lambda ctx, c: c)\n"
+    )
+    code, _, err = dagr(capsys, "build", str(tmp_path), "--no-cache")
+    assert code == 2
+    assert "numpy_is_not_here" in err
+    assert "not available inside an agent" in err
+
+
+def test_the_console_script_propagates_exit_codes(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "dagr"
+    done = subprocess.run([str(script), "run", str(tmp_path / "missing.wasm")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr
