@@ -94,7 +94,9 @@ def main() -> None:
 
     with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
         linker = floor_linker(sandbox)
-        trivial = sandbox.load(watkit.component("(call $ok (local.get $p1) (local.get $p2))"), source="trivial")
+        trivial = sandbox.load(
+            watkit.component("(call $ok (local.get $p1) (local.get $p2))"), source="trivial"
+        )
         console.print("[dim]building agents/echo (cached by source hash) ...[/dim]")
         echo = sandbox.load_file(build_agent(ROOT / "agents" / "echo").wasm)
         rows = []
@@ -102,7 +104,9 @@ def main() -> None:
             ("trivial WAT component", trivial, False, args.iterations),
             ("Python echo agent", echo, True, max(200, args.iterations // 3)),
         ):
-            invocation = Invocation(task_id="bench", instance_id="bench", specialist="echo", event=Start("hi"))
+            invocation = Invocation(
+                task_id="bench", instance_id="bench", specialist="echo", event=Start("hi")
+            )
             check = sandbox.run(agent, invocation)
             assert check.status is Status.OK, check
             floor = measure(lambda a=agent, w=wasi: floor_call(sandbox, linker, a, "hi", wasi=w), iterations)

@@ -156,7 +156,9 @@ def build_agent(
                 command, cwd=tmp, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False
             )
         except subprocess.TimeoutExpired:
-            raise AgentSourceError(str(agent_dir), f"componentize-py ran longer than {_BUILD_TIMEOUT_S} s") from None
+            raise AgentSourceError(
+                str(agent_dir), f"componentize-py ran longer than {_BUILD_TIMEOUT_S} s"
+            ) from None
         if completed.returncode != 0 or not produced.is_file():
             raise _explain_failure(agent_dir, completed.stdout + completed.stderr)
         build_cache_dir().mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PayloadError
+from .invocation import Outcome, Scope, StateEntry
 from .payload import from_tagged, to_tagged
-from .sandbox import Outcome, Scope, StateEntry
 
 __all__ = ["STATE_FORMAT", "LocalState"]
 
@@ -42,7 +42,9 @@ class LocalState:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PayloadError(what, f"not valid JSON ({exc})", hint="Delete it to start from empty state.") from None
+            raise PayloadError(
+                what, f"not valid JSON ({exc})", hint="Delete it to start from empty state."
+            ) from None
         if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
             raise PayloadError(
                 what, f'not a dagr state file (expected "format": "{STATE_FORMAT}")',

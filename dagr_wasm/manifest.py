@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ManifestError
-from .sandbox import Grants, Limits, is_valid_subject
+from .policy import Grants, Limits, is_valid_subject
 
 __all__ = ["MANIFEST_FILE", "Manifest", "load_manifest", "specialist_name_problem"]
 

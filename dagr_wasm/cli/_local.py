@@ -12,10 +12,12 @@ import typer
 
 from ..build import BuildResult, build_agent
 from ..errors import PayloadError, UsageError
+from ..invocation import Event, Invocation, Message, Start, Wake
 from ..local import LocalState
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest
 from ..paths import compiled_cache_dir
-from ..sandbox import Capabilities, Event, Invocation, Limits, Message, Sandbox, Start, Wake
+from ..policy import Capabilities, Limits
+from ..sandbox import Sandbox
 from ._render import err_console, outcome_json, print_json, render_outcome
 
 __all__ = ["build_command", "run_command"]
@@ -37,7 +39,9 @@ def _build_with_progress(agent_dir: Path, *, out: Path | None, use_cache: bool, 
     with err_console.status(f"building {agent_dir}") as status:
 
         def progress(message: str) -> None:
-            status.update(f"building {agent_dir}: {message} [dim]({time.perf_counter() - started:.0f} s)[/dim]")
+            status.update(
+                f"building {agent_dir}: {message} [dim]({time.perf_counter() - started:.0f} s)[/dim]"
+            )
 
         result = build_agent(agent_dir, out=out, use_cache=use_cache, progress=progress)
     return result
@@ -46,7 +50,9 @@ def _build_with_progress(agent_dir: Path, *, out: Path | None, use_cache: bool, 
 def build_command(
     agent_dir: Annotated[Path, typer.Argument(help="The agent directory (holds app.py and dagr.toml).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the component.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild even if the sources are unchanged.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Rebuild even if the sources are unchanged.")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Build a Python agent into a WebAssembly component (componentize-py; about 15 s, cached by content).
@@ -90,16 +96,23 @@ def _manifest_for(agent: Path, manifest_path: Path | None) -> Manifest | None:
 
 
 def run_command(
-    agent: Annotated[Path, typer.Argument(help="A built .wasm component, or an agent directory (built on the fly).")],
+    agent: Annotated[
+        Path, typer.Argument(help="A built .wasm component, or an agent directory (built on the fly).")
+    ],
     event: Annotated[EventKind, typer.Option("--event", help="The event to deliver.")] = EventKind.start,
-    context: Annotated[str, typer.Option("--context", help="Start context, resume context, or message payload.")] = "",
-    subject: Annotated[str | None, typer.Option("--subject", help="For --event message: its subject.")] = None,
+    context: Annotated[
+        str, typer.Option("--context", help="Start context, resume context, or message payload.")
+    ] = "",
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="For --event message: its subject.")
+    ] = None,
     state: Annotated[
         Path | None,
         typer.Option("--state", help="JSON state file: read before the run, updated if the run commits."),
     ] = None,
     manifest: Annotated[
-        Path | None, typer.Option("--manifest", help="dagr.toml with grants and limits (default: AGENT/dagr.toml).")
+        Path | None,
+        typer.Option("--manifest", help="dagr.toml with grants and limits (default: AGENT/dagr.toml)."),
     ] = None,
     instance_id: Annotated[str, typer.Option("--instance-id", help="The id the agent sees.")] = "local",
     json_out: JsonFlag = False,
@@ -113,7 +126,9 @@ def run_command(
     if agent.is_dir():
         wasm_path = _build_with_progress(agent, out=None, use_cache=True, quiet=json_out).wasm
     elif agent.suffix != ".wasm" and not agent.exists():
-        raise PayloadError(str(agent), "no such file or directory", hint="Pass a .wasm component or an agent directory.")
+        raise PayloadError(
+            str(agent), "no such file or directory", hint="Pass a .wasm component or an agent directory."
+        )
     else:
         wasm_path = agent
     local_state = LocalState(state)

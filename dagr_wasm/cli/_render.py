@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..payload import to_tagged
-from ..sandbox import (
+from ..invocation import (
     Effect,
     Outcome,
     Publish,
@@ -26,6 +25,7 @@ from ..sandbox import (
     Status,
     Suspend,
 )
+from ..payload import to_tagged
 
 __all__ = ["err_console", "iso_ms", "outcome_json", "print_json", "render_outcome", "stdout_console"]
 
@@ -39,12 +39,21 @@ def print_json(document: Any) -> None:
 
 
 def iso_ms(unix_ms: int) -> str:
-    return datetime.fromtimestamp(unix_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(unix_ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def effect_json(effect: Effect) -> dict[str, Any]:
     if isinstance(effect, StatePut):
-        return {"kind": effect.kind, "scope": effect.scope, "key": effect.key, "value": to_tagged(effect.value)}
+        return {
+            "kind": effect.kind,
+            "scope": effect.scope,
+            "key": effect.key,
+            "value": to_tagged(effect.value),
+        }
     if isinstance(effect, StateDelete):
         return {"kind": effect.kind, "scope": effect.scope, "key": effect.key}
     if isinstance(effect, Publish):
@@ -74,7 +83,9 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "status": outcome.status.value,
         "result": to_tagged(outcome.result) if outcome.result is not None else None,
         "failure": outcome.failure,
-        "error": {"kind": outcome.error.kind.value, "message": outcome.error.message} if outcome.error else None,
+        "error": {"kind": outcome.error.kind.value, "message": outcome.error.message}
+        if outcome.error
+        else None,
         "effects": [effect_json(e) for e in outcome.effects],
         "committed": outcome.committable,
         "fuel_used": outcome.fuel_used,
@@ -133,7 +144,11 @@ def render_outcome(outcome: Outcome, *, console: Console = stdout_console) -> No
         table.add_row(f"effects ({verdict})", lines)
     else:
         table.add_row("effects", "none")
-    memory = f"{outcome.peak_memory_bytes:,} bytes peak" if outcome.peak_memory_bytes is not None else "not measured"
+    memory = (
+        f"{outcome.peak_memory_bytes:,} bytes peak"
+        if outcome.peak_memory_bytes is not None
+        else "not measured"
+    )
     table.add_row(
         "cost",
         f"{outcome.fuel_used:,} fuel · {outcome.wall_time_s * 1000:.2f} ms · {outcome.host_calls} host calls"
@@ -143,7 +158,11 @@ def render_outcome(outcome: Outcome, *, console: Console = stdout_console) -> No
     if outcome.logs or outcome.log_bytes_dropped:
         console.print(Text("logs", style="dim"))
         for line in outcome.logs:
-            style = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}.get(line.level, "")
+            style = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}.get(
+                line.level, ""
+            )
             console.print(Text(f"  [{line.level}] {line.message}", style=style))
         if outcome.log_bytes_dropped:
-            console.print(Text(f"  … {outcome.log_bytes_dropped:,} log bytes dropped (max_log_bytes)", style="dim"))
+            console.print(
+                Text(f"  … {outcome.log_bytes_dropped:,} log bytes dropped (max_log_bytes)", style="dim")
+            )

@@ -6,10 +6,7 @@ fresh Store and returns an ``Outcome``: the result or the error, the buffered ef
 costs. This package knows nothing of NATS: the seam is the plain data in ``_model``.
 """
 
-from ._bytes import installed as bytes_fastpath_installed
-from ._cache import digest_of
-from ._engine import EngineSettings
-from ._model import (
+from ..invocation import (
     ChildReply,
     Effect,
     EmptyState,
@@ -36,9 +33,20 @@ from ._model import (
     Wake,
     child_instance_id,
 )
-from ._policy import Capabilities, Grants, Limits, is_valid_subject, is_valid_subject_pattern, subject_matches
+from ..policy import (
+    Capabilities,
+    Grants,
+    Limits,
+    WakeRefused,
+    is_valid_subject,
+    is_valid_subject_pattern,
+    resolve_wake,
+    subject_matches,
+)
+from ._bytes import installed as bytes_fastpath_installed
+from ._cache import digest_of
+from ._engine import EngineSettings
 from ._runner import AgentComponent, Sandbox
-from ._wake import WakeRefused, resolve_wake
 
 __all__ = [
     "AgentComponent",

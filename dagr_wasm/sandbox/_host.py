@@ -23,7 +23,7 @@ from wasmtime import WasiConfig, WasmtimeError
 from wasmtime.component import Linker, Record, Variant
 
 from .. import CONTRACT
-from ._model import (
+from ..invocation import (
     ChildReply,
     Effect,
     Invocation,
@@ -38,10 +38,9 @@ from ._model import (
     Suspend,
     child_instance_id,
 )
-from ._policy import is_valid_subject
-from ._wake import WakeRefused, resolve_wake
+from ..policy import WakeRefused, is_valid_subject, resolve_wake
 
-__all__ = ["Recorder", "build_linker", "current_recorder"]
+__all__ = ["Recorder", "build_linker", "current_recorder", "reply_record", "wit_record"]
 
 _PACKAGE, _VERSION = CONTRACT.split("@")
 _KEY = re.compile(r"^[A-Za-z0-9_\-=/]+(\.[A-Za-z0-9_\-=/]+)*$")
@@ -63,7 +62,7 @@ def _error(kind: str, message: str) -> Variant:
     return Variant(kind, message)
 
 
-def _record(**fields: Any) -> Record:
+def wit_record(**fields: Any) -> Record:
     """A WIT record value; field names use the WIT spelling (dashes), as wasmtime-py expects."""
     record = Record()
     for name, value in fields.items():
@@ -247,9 +246,9 @@ def _spawn(rec: Recorder, specialist: str, context: str, reply_to: str | None) -
     return child_id
 
 
-def _reply_record(reply: ChildReply) -> Record:
+def reply_record(reply: ChildReply) -> Record:
     outcome: bytes | str = reply.ok if reply.ok is not None else (reply.error or "")
-    return _record(child_id=reply.child_id, specialist=reply.specialist, outcome=outcome)
+    return wit_record(child_id=reply.child_id, specialist=reply.specialist, outcome=outcome)
 
 
 def _replies(rec: Recorder) -> Any:
@@ -257,7 +256,7 @@ def _replies(rec: Recorder) -> Any:
     if inbox and not rec.replies_read:
         rec.replies_read = True
         rec.effects.append(RepliesConsumed(tuple(r.seq for r in inbox)))
-    return [_reply_record(r) for r in inbox]
+    return [reply_record(r) for r in inbox]
 
 
 def _suspend(rec: Recorder, when: Variant, resume_context: str) -> Any:
@@ -288,7 +287,9 @@ def _config_get(rec: Recorder) -> str:
 
 def _identity_get(rec: Recorder) -> Record:
     inv = rec.invocation
-    return _record(id=inv.instance_id, specialist=inv.specialist, parent_id=inv.parent_id, attempt=inv.attempt)
+    return wit_record(
+        id=inv.instance_id, specialist=inv.specialist, parent_id=inv.parent_id, attempt=inv.attempt
+    )
 
 
 def _bind(fn: Callable[..., Any], *, refusable: bool) -> Callable[..., Any]:

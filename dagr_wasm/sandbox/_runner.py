@@ -15,9 +15,21 @@ from pathlib import Path
 from types import TracebackType
 
 from wasmtime import Store, WasmtimeError
-from wasmtime.component import Component, ExportIndex, Record, Variant
+from wasmtime.component import Component, ExportIndex, Variant
 
 from ..errors import ModuleError
+from ..invocation import (
+    ErrorKind,
+    Event,
+    GuestError,
+    Invocation,
+    Message,
+    Outcome,
+    Reply,
+    Start,
+    Status,
+    Wake,
+)
 from . import _bytes
 from ._cache import ComponentCache, digest_of
 from ._engine import EngineSettings, EpochTicker, build_engine
@@ -29,19 +41,9 @@ from ._host import (
     Recorder,
     build_linker,
     current_recorder,
+    reply_record,
     wasi_config,
-)
-from ._model import (
-    ErrorKind,
-    Event,
-    GuestError,
-    Invocation,
-    Message,
-    Outcome,
-    Reply,
-    Start,
-    Status,
-    Wake,
+    wit_record,
 )
 
 __all__ = ["AgentComponent", "Sandbox"]
@@ -97,7 +99,9 @@ class Sandbox:
 
     # -- loading ----------------------------------------------------------------------------
 
-    def load(self, wasm: bytes, *, source: str = "module", expected_digest: str | None = None) -> AgentComponent:
+    def load(
+        self, wasm: bytes, *, source: str = "module", expected_digest: str | None = None
+    ) -> AgentComponent:
         """Compile (or fetch from cache) and validate a component. Raises ``ModuleError``."""
         _check_header(wasm, source)
         digest = digest_of(wasm)
@@ -138,7 +142,8 @@ class Sandbox:
         if HANDLER_INTERFACE not in exports:
             self.cache.forget(digest)
             raise ModuleError(
-                f"it does not export {HANDLER_INTERFACE} (it exports: {', '.join(sorted(exports)) or 'nothing'})",
+                f"it does not export {HANDLER_INTERFACE} "
+                f"(it exports: {', '.join(sorted(exports)) or 'nothing'})",
                 source=source,
             )
         foreign = sorted(
@@ -276,17 +281,9 @@ def _to_wit(event: Event) -> Variant:
     if isinstance(event, Wake):
         return Variant("wake", event.resume_context)
     if isinstance(event, Reply):
-        reply = event.reply
-        record = Record()
-        setattr(record, "child-id", reply.child_id)
-        record.specialist = reply.specialist
-        record.outcome = reply.ok if reply.ok is not None else (reply.error or "")
-        return Variant("reply", record)
+        return Variant("reply", reply_record(event.reply))
     if isinstance(event, Message):
-        record = Record()
-        record.subject = event.subject
-        record.payload = event.payload
-        return Variant("message", record)
+        return Variant("message", wit_record(subject=event.subject, payload=event.payload))
     raise TypeError(f"not an event: {event!r}")
 
 

@@ -72,7 +72,9 @@ def test_the_fast_path_is_installed() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 31, 32, 33, 1000, 65_537])
-def test_fast_path_matches_the_original(roundtrip: object, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_matches_the_original(
+    roundtrip: object, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     payload = random.Random(size).randbytes(size)
     fast = roundtrip(payload)  # type: ignore[operator]
     assert fast == (payload, sum(payload))

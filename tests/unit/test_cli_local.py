@@ -22,7 +22,9 @@ def dagr(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
     return code, out, err
 
 
-def test_build_reports_the_component_as_json(capsys: pytest.CaptureFixture[str], built: dict[str, Path]) -> None:
+def test_build_reports_the_component_as_json(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path]
+) -> None:
     code, out, _ = dagr(capsys, "build", str(ROOT / "agents" / "echo"), "--json")
     assert code == 0
     doc = json.loads(out)
@@ -59,7 +61,9 @@ def test_run_human_output_shows_result_effects_and_logs(
     assert "fuel" in out
 
 
-def test_run_of_a_failing_agent_exits_1_with_the_reason(capsys: pytest.CaptureFixture[str], built: dict[str, Path]) -> None:
+def test_run_of_a_failing_agent_exits_1_with_the_reason(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path]
+) -> None:
     code, out, _ = dagr(capsys, "run", str(ROOT / "agents" / "hostile-denied-publish"), "--json")
     assert code == 1
     doc = json.loads(out)
@@ -96,7 +100,9 @@ def test_a_core_module(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
 
 def test_a_component_of_another_world(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     wit = tmp_path / "other.wit"
-    wit.write_text("package acme:thing@1.0.0;\ninterface run { go: func() -> u32; }\nworld thing { export run; }\n")
+    wit.write_text(
+        "package acme:thing@1.0.0;\ninterface run { go: func() -> u32; }\nworld thing { export run; }\n"
+    )
     other = tmp_path / "other.wasm"
     other.write_bytes(
         watkit.component_from_core_wat(
@@ -153,7 +159,9 @@ def test_a_failed_run_leaves_the_state_file_alone(
     assert state.read_text() == before
 
 
-def test_an_invalid_manifest_names_each_problem(capsys: pytest.CaptureFixture[str], built: dict[str, Path], tmp_path: Path) -> None:
+def test_an_invalid_manifest_names_each_problem(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path], tmp_path: Path
+) -> None:
     manifest = tmp_path / "dagr.toml"
     manifest.write_text('name = "Bad Name"\n[grants]\npublish = ["a.>.b"]\nsurprise = 1\n')
     code, _, err = dagr(capsys, "run", str(built["echo"]), "--manifest", str(manifest))
@@ -169,7 +177,9 @@ def test_build_of_a_directory_without_app_py(capsys: pytest.CaptureFixture[str],
     assert "there is no app.py" in err
 
 
-def test_build_of_a_syntax_error_points_at_the_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_build_of_a_syntax_error_points_at_the_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     (tmp_path / "app.py").write_text("import dagr_agent\n\ndef broken(:\n    pass\nHandler = None\n")
     code, _, err = dagr(capsys, "build", str(tmp_path))
     assert code == 2
@@ -198,6 +208,8 @@ def test_build_of_an_agent_importing_an_unavailable_module(
 
 def test_the_console_script_propagates_exit_codes(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "dagr"
-    done = subprocess.run([str(script), "run", str(tmp_path / "missing.wasm")], capture_output=True, text=True)
+    done = subprocess.run(
+        [str(script), "run", str(tmp_path / "missing.wasm")], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert "does not exist" in done.stderr

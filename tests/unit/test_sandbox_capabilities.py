@@ -33,7 +33,9 @@ def agent(sandbox: Sandbox, body: str, extra: str = "") -> AgentComponent:
 
 
 def publish_to_context(handle_refusal: bool) -> str:
-    on_refusal = RETURN_IF_REFUSED if handle_refusal else "(if (i32.load8_u (global.get $retarea)) (then unreachable))"
+    on_refusal = (
+        RETURN_IF_REFUSED if handle_refusal else "(if (i32.load8_u (global.get $retarea)) (then unreachable))"
+    )
     return (
         "(call $publish (local.get $p1) (local.get $p2) (i32.const 1024) (i32.const 1) (global.get $retarea))"
         + on_refusal
@@ -179,7 +181,9 @@ def test_reads_see_the_invocations_own_writes(sandbox: Sandbox) -> None:
 def test_reads_record_the_revision_they_saw(sandbox: Sandbox) -> None:
     a = agent(sandbox, GET_ONLY)
     state = DictState({"instance/k": (b"stored", 42)})
-    out = sandbox.run(a, Invocation(task_id="t", instance_id="i", specialist="s", event=Start(""), state=state))
+    out = sandbox.run(
+        a, Invocation(task_id="t", instance_id="i", specialist="s", event=Start(""), state=state)
+    )
     assert out.result == b"stored"
     assert out.reads == (("instance", "k", 42),)
 

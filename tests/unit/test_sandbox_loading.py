@@ -110,9 +110,7 @@ def test_truncated_component_does_not_compile(sandbox: Sandbox) -> None:
 def test_a_component_of_another_world_is_refused(sandbox: Sandbox, tmp_path: Path) -> None:
     wit = tmp_path / "other.wit"
     wit.write_text(
-        "package acme:thing@1.0.0;\n"
-        "interface run { go: func() -> u32; }\n"
-        "world thing { export run; }\n"
+        "package acme:thing@1.0.0;\ninterface run { go: func() -> u32; }\nworld thing { export run; }\n"
     )
     other = watkit.component_from_core_wat(
         '(module (memory (export "memory") 1) (func (export "acme:thing/run@1.0.0#go") (result i32) i32.const 7))',
@@ -139,9 +137,13 @@ def test_a_component_importing_what_the_host_does_not_provide_is_refused(
     # Imports must come first in a core module: move the extra import up.
     core = core.replace(
         '  (import "acme:secrets/vault@1.0.0" "read" (func $read (result i32)))\n', ""
-    ).replace("(module\n", '(module\n  (import "acme:secrets/vault@1.0.0" "read" (func $read (result i32)))\n')
+    ).replace(
+        "(module\n", '(module\n  (import "acme:secrets/vault@1.0.0" "read" (func $read (result i32)))\n'
+    )
     greedy = watkit.component_from_core_wat(core, wit=wit)
-    with pytest.raises(ModuleError, match=r"imports acme:secrets/vault@1\.0\.0, which a dagr host does not provide"):
+    with pytest.raises(
+        ModuleError, match=r"imports acme:secrets/vault@1\.0\.0, which a dagr host does not provide"
+    ):
         sandbox.load(greedy, source="greedy.wasm")
 
 

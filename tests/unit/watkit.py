@@ -78,7 +78,9 @@ HANDLE = """
 """
 
 
-def core_module(body: str, *, extra: str = "", locals_: str = "", pages: int = 1, max_pages: int | None = None) -> str:
+def core_module(
+    body: str, *, extra: str = "", locals_: str = "", pages: int = 1, max_pages: int | None = None
+) -> str:
     """The WAT text of a core module implementing ``handle`` with ``body``."""
     return (
         "(module\n"

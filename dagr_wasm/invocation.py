@@ -1,7 +1,8 @@
-"""The plain data that crosses the seam between the sandbox and whoever drives it.
+"""The plain data that crosses the seam between the sandbox and the mesh.
 
 An ``Invocation`` goes in; an ``Outcome`` comes out, carrying the buffered ``Effect`` list. None of
-these types know about NATS or wasmtime, so the mesh can store, send and commit them as they are.
+these types know about NATS or wasmtime: the sandbox consumes and produces them, the mesh stores,
+sends and commits them, and neither has to import the other.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias
 
-from ._policy import Capabilities, Limits
+from .policy import Capabilities, Limits
 
 __all__ = [
     "ChildReply",
     "Effect",
+    "EmptyState",
     "ErrorKind",
     "Event",
     "GuestError",
@@ -33,6 +35,7 @@ __all__ = [
     "StateDelete",
     "StateEntry",
     "StatePut",
+    "StateUnavailable",
     "StateView",
     "Status",
     "Suspend",

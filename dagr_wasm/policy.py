@@ -1,4 +1,4 @@
-"""What an invocation may use (``Limits``) and what it may do (``Grants``).
+"""What an invocation may use (``Limits``), what it may do (``Grants``), and when it may wake.
 
 Both are pydantic models, frozen and strict about unknown fields, because they arrive from manifests
 written by people: they are validated once at the edge and trusted inside. Units are in the names.
@@ -17,8 +17,10 @@ __all__ = [
     "Capabilities",
     "Grants",
     "Limits",
+    "WakeRefused",
     "is_valid_subject",
     "is_valid_subject_pattern",
+    "resolve_wake",
     "subject_matches",
 ]
 
@@ -160,3 +162,46 @@ class Capabilities:
     @property
     def max_suspend_s(self) -> int:
         return min(g.max_suspend_s for g in self._chain())
+
+
+class WakeRefused(Exception):
+    """A wake time that is not acceptable; ``kind`` is the WIT error case to report."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def resolve_wake(
+    *,
+    at_unix_ms: int | None,
+    after_ms: int | None,
+    now_unix_ms: int,
+    max_suspend_s: int,
+) -> int:
+    """The absolute wake time in Unix milliseconds, or ``WakeRefused``.
+
+    A time in the past is refused as invalid (it is almost always a bug, such as a local time read
+    as UTC) rather than silently firing at once; a time beyond the grant's horizon is denied.
+    """
+    if (at_unix_ms is None) == (after_ms is None):
+        raise WakeRefused("invalid", "give exactly one of an absolute time and a delay")
+    if after_ms is not None:
+        wake_at = now_unix_ms + after_ms
+    else:
+        assert at_unix_ms is not None
+        if at_unix_ms < now_unix_ms:
+            late_s = (now_unix_ms - at_unix_ms) / 1000
+            raise WakeRefused(
+                "invalid", f"the wake time is {late_s:.3f} s in the past; give a future time or a delay"
+            )
+        wake_at = at_unix_ms
+    horizon_ms = max_suspend_s * 1000
+    if wake_at - now_unix_ms > horizon_ms:
+        raise WakeRefused(
+            "denied",
+            f"the wake time is {(wake_at - now_unix_ms) / 1000:.0f} s ahead, beyond the granted horizon "
+            f"of {max_suspend_s} s (grants.max_suspend_s)",
+        )
+    return wake_at
