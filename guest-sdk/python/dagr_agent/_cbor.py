@@ -58,6 +58,11 @@ def dumps(value: object) -> bytes:
     encodable. Raises ``ValueError`` for anything else, for integers outside the 64-bit range and
     for structures nested deeper than ``MAX_DEPTH`` (which includes cycles).
     """
+    if isinstance(value, bytes):
+        # The common "return raw bytes" case: one copy instead of two (matters for big payloads).
+        head = bytearray()
+        _head(_MAJOR_BYTES, len(value), head)
+        return bytes(head) + value
     out = bytearray()
     _encode(value, out, 0)
     return bytes(out)
