@@ -85,6 +85,8 @@ _HTTP_TIMEOUT_S = 1.0
 # nats-server's words for every listener it cannot bind: client, monitor ("monitor port") and
 # cluster ("router port") all end in Go's "listen tcp HOST:PORT: bind: address already in use".
 _ADDR_IN_USE = re.compile(r"listen tcp \S*:(\d+): bind: address already in use")
+# Its last words before exiting on a bad config or store, e.g. "[FTL] Can't start JetStream: ...".
+_FATAL = re.compile(r"\[FTL\] (.*)$", re.MULTILINE)
 
 _Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)]
 _Port = Annotated[int, Field(ge=0, le=65535)]
@@ -504,7 +506,9 @@ class EmbeddedServer:
         m = _ADDR_IN_USE.search(tail)
         if m is not None:
             return _port_in_use_error(int(m.group(1)), self._port_roles(), log_tail=tail)
-        return ServerError(f"exited with code {returncode} while starting", log_tail=tail)
+        fatal = _FATAL.findall(tail)
+        why = f": {fatal[-1].strip()}" if fatal else ""
+        return ServerError(f"exited with code {returncode} while starting{why}", log_tail=tail)
 
     def _port_roles(self) -> dict[int, Literal["client", "monitor", "cluster"]]:
         roles: dict[int, Literal["client", "monitor", "cluster"]] = {}
