@@ -103,9 +103,13 @@ Event: TypeAlias = Start | Wake | Reply | Message
 
 @dataclass(frozen=True, slots=True)
 class StateEntry:
-    """A stored value and the revision it was read at (used to detect conflicting writers)."""
+    """A stored value and the revision it was read at (used to detect conflicting writers).
 
-    value: bytes
+    ``value`` is None for a key that was deleted: it reads as absent, but its revision (that of the
+    delete marker) still guards a later write.
+    """
+
+    value: bytes | None
     revision: int
 
 
@@ -217,6 +221,8 @@ class Invocation:
     limits: Limits = Limits()
     state: StateView = field(default_factory=EmptyState)
     inbox: Sequence[ChildReply] = ()
+    #: Specialists that exist, for spawn to answer not-found; None when the driver cannot tell.
+    spawnable: frozenset[str] | None = None
     #: The clock the invocation runs at: ``after-ms`` suspends and the suspend horizon count from here.
     now_unix_ms: int = 0
 

@@ -88,7 +88,11 @@ class LocalState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            scope: {key: {"revision": e.revision, **to_tagged(e.value)} for key, e in sorted(entries.items())}
+            scope: {
+                key: {"revision": e.revision, **to_tagged(e.value)}
+                for key, e in sorted(entries.items())
+                if e.value is not None
+            }
             for scope, entries in self.entries.items()
         }
 

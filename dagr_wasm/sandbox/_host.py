@@ -174,7 +174,7 @@ def _state_get(rec: Recorder, scope: Scope, key: str) -> Any:
     except StateUnavailable as exc:
         return rec.refuse("unavailable", f"state store unavailable: {exc}")
     rec.reads.setdefault((scope, key), entry.revision if entry is not None else 0)
-    if entry is None:
+    if entry is None or entry.value is None:
         return rec.refuse("not-found", f"no value under {key!r}")
     return entry.value
 
@@ -230,6 +230,9 @@ def _publish(rec: Recorder, subject: str, payload: bytes) -> Any:
 def _spawn(rec: Recorder, specialist: str, context: str, reply_to: str | None) -> Any:
     if not rec.invocation.capabilities.allows_spawn(specialist):
         return rec.refuse("denied", f"spawning {specialist!r} is not granted: grants.spawn")
+    known = rec.invocation.spawnable
+    if known is not None and specialist not in known:
+        return rec.refuse("not-found", f"no specialist named {specialist!r} is registered")
     if reply_to is not None:
         # Directing a child's result somewhere is publishing there by proxy: same grant.
         if not is_valid_subject(reply_to):
@@ -252,7 +255,10 @@ def reply_record(reply: ChildReply) -> Record:
 
 
 def _replies(rec: Recorder) -> Any:
-    inbox = rec.invocation.inbox
+    try:
+        inbox = list(rec.invocation.inbox)
+    except StateUnavailable as exc:
+        return rec.refuse("unavailable", f"inbox unavailable: {exc}")
     if inbox and not rec.replies_read:
         rec.replies_read = True
         rec.effects.append(RepliesConsumed(tuple(r.seq for r in inbox)))

@@ -1,0 +1,465 @@
+"""Committing an invocation: its effects applied exactly once, then the task acked.
+
+The protocol, for a task ``t`` whose invocation returned (or suspended, failed, or was given up on):
+
+1. **Plan.** The outcome becomes an *outbox*: every message the invocation causes (spawned tasks,
+   publishes, the reply, the wake schedule, status, result, logs), each with ``Nats-Msg-Id`` =
+   ``<t>.o<i>``. The plan is a pure function of the task and the outcome.
+2. **Commit point.** One write decides that ``t`` happened:
+   - with state writes: an *atomic batch* on the state stream: each written key guarded by the
+     revision the invocation read (``Nats-Expected-Last-Subject-Sequence``), the inbox cursor if
+     replies were read, and the marker ``x.<t>`` (must not exist) holding the outbox;
+   - without: the marker alone, created with a compare-and-set.
+   If the marker already exists, ``t`` was committed before (a redelivery, or a late ack from a
+   host that lost its lease): the *stored* outbox is replayed instead, so even a nondeterministic
+   agent's effects are applied once. If a guard fails and the marker does not exist, another
+   invocation changed the state first: ``CommitConflict``, and the host re-runs ``t``.
+3. **Outbox.** Every message is published with its id; JetStream drops the ones it already has.
+4. **Ack.** Last. A lost ack only causes a replay of step 3.
+
+Atomic batches cost ~3-5 ms each on file storage (measured: ~300/s per server), so invocations
+without state writes skip them; markers expire after a day, after the task has long been settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
+
+from ..errors import CommitConflict, RuntimeFailure
+from ..invocation import ChildReply, Outcome, Publish, RepliesConsumed, Spawn, Status
+from ._layout import (
+    MARKER_TTL_S,
+    STATE_BUCKET,
+    cursor_key,
+    dead_subject,
+    inbox_subject,
+    logs_subject,
+    marker_key,
+    result_subject,
+    sched_subject,
+    status_subject,
+    topic,
+    tree_subject,
+    wake_subject,
+)
+from ._state import KV_PREFIX, StateReader
+from ._tasks import Task, child_task_id, encode_reply, encode_task, reply_task_id, wake_task_id
+
+__all__ = [
+    "CommitContext",
+    "Committer",
+    "OutMsg",
+    "Outbox",
+    "iso_at",
+    "logs_payload",
+    "plan_outbox",
+    "status_doc",
+]
+
+_ELSS = "Nats-Expected-Last-Subject-Sequence"
+_CONFLICT_CODES = {10071, 10164}
+_PUBLISH_TIMEOUT_S = 10.0
+
+
+def iso_at(unix_ms: int) -> str:
+    from datetime import UTC, datetime
+
+    stamp = datetime.fromtimestamp(unix_ms / 1000, tz=UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{unix_ms % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class OutMsg:
+    subject: str
+    #: None stands for the invocation's result (stored once in the outbox, however often sent).
+    payload: bytes | None
+    headers: dict[str, str]
+    #: May go out as a core publish when no stream captures the subject (agent publishes, reply-to).
+    core_ok: bool = False
+
+
+@dataclass(slots=True)
+class Outbox:
+    result: bytes | None = None
+    messages: list[OutMsg] = field(default_factory=list)
+
+    def add(
+        self, task_id: str, subject: str, payload: bytes | None, *, core_ok: bool = False, **headers: str
+    ) -> None:
+        headers = {k.replace("_", "-"): v for k, v in headers.items()}
+        headers["Nats-Msg-Id"] = f"{task_id}.o{len(self.messages)}"
+        self.messages.append(OutMsg(subject, payload, headers, core_ok))
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(
+            {
+                "result": self.result,
+                "messages": [[m.subject, m.headers, m.payload, m.core_ok] for m in self.messages],
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Outbox:
+        doc = cbor2.loads(data)
+        return cls(
+            result=doc["result"], messages=[OutMsg(s, p, dict(h), bool(c)) for s, h, p, c in doc["messages"]]
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitContext:
+    """What the plan needs besides the task and the outcome; gathered by the host beforehand."""
+
+    task: Task
+    version: int
+    attempt: int
+    now_ms: int
+    #: Current version of every specialist the invocation spawned (children are pinned to it).
+    child_versions: dict[str, int] = field(default_factory=dict)
+    #: Whether the parent is suspended: then a reply waits in its inbox instead of waking it.
+    parent_suspended: bool = False
+    #: The inbox cursor's revision when the invocation read its replies (0: never written).
+    cursor_revision: int = 0
+    #: The grants in force for this invocation, passed down to children as ceilings.
+    own_grants: Any = None
+    limits: Any = None
+
+
+def status_doc(
+    task: Task, *, version: int | None, state: str, attempt: int, now_ms: int, **extra: Any
+) -> bytes:
+    """The status record of ``task``'s instance (stream DAGR_STATUS keeps the last one)."""
+    doc = {
+        "id": task.instance_id,
+        "specialist": task.specialist,
+        "version": version,
+        "parent": task.parent_id,
+        "root": task.root_id or task.instance_id,
+        "state": state,
+        "task": task.task_id,
+        "attempt": attempt,
+        "reply_to": task.reply_to,
+        "depth": task.depth,
+        "updated_ms": now_ms,
+    }
+    doc.update(extra)
+    return cbor2.dumps(doc)
+
+
+def _status(ctx: CommitContext, state: str, **extra: Any) -> bytes:
+    return status_doc(
+        ctx.task, version=ctx.version, state=state, attempt=ctx.attempt, now_ms=ctx.now_ms, **extra
+    )
+
+
+def logs_payload(ctx: CommitContext, outcome: Outcome) -> bytes:
+    return cbor2.dumps(
+        {
+            "task": ctx.task.task_id,
+            "attempt": ctx.attempt,
+            "at_ms": ctx.now_ms,
+            "status": outcome.status.value,
+            "error": str(outcome.error) if outcome.error else None,
+            "failure": outcome.failure,
+            "lines": [[line.level, line.message] for line in outcome.logs],
+            "dropped_bytes": outcome.log_bytes_dropped,
+            "fuel": outcome.fuel_used,
+            "wall_ms": round(outcome.wall_time_s * 1000, 3),
+        }
+    )
+
+
+def _add_reply(outbox: Outbox, ctx: CommitContext, *, ok: bytes | None, error: str | None) -> None:
+    """Route the instance's result to whoever waits for it."""
+    task = ctx.task
+    reply = ChildReply(child_id=task.instance_id, specialist=task.specialist, ok=ok, error=error)
+    body = cbor2.dumps({**encode_reply(reply), "task": task.task_id})
+    if task.reply_to:
+        outbox.add(task.task_id, task.reply_to, body, core_ok=True, Dagr_Reply="1")
+    elif task.parent_id and task.parent_specialist:
+        if ctx.parent_suspended:
+            outbox.add(task.task_id, inbox_subject(task.parent_id), body)
+        else:
+            event = Task(
+                task_id=reply_task_id(task.task_id),
+                kind="reply",
+                instance_id=task.parent_id,
+                specialist=task.parent_specialist,
+                version=task.parent_version,
+                root_id=task.root_id,
+                reply=reply,
+                created_ms=ctx.now_ms,
+                depth=max(task.depth - 1, 0),
+            )
+            outbox.add(task.task_id, topic(task.parent_specialist), encode_task(event), Dagr_Task="1")
+
+
+def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
+    """Everything a committed outcome causes, in order, with deterministic ids."""
+    task = ctx.task
+    outbox = Outbox()
+    if outcome.committable:
+        spawn_index = 0
+        for effect in outcome.effects:
+            if isinstance(effect, Spawn):
+                child = Task(
+                    task_id=child_task_id(task.task_id, spawn_index),
+                    kind="start",
+                    instance_id=effect.child_id,
+                    specialist=effect.specialist,
+                    version=ctx.child_versions.get(effect.specialist),
+                    parent_id=task.instance_id,
+                    parent_specialist=task.specialist,
+                    parent_version=ctx.version,
+                    root_id=task.root_id or task.instance_id,
+                    reply_to=effect.reply_to,
+                    context=effect.context,
+                    ceilings=(ctx.own_grants, *task.ceilings)
+                    if ctx.own_grants is not None
+                    else task.ceilings,
+                    limit_ceiling=ctx.limits,
+                    created_ms=ctx.now_ms,
+                    depth=task.depth + 1,
+                )
+                spawn_index += 1
+                outbox.add(task.task_id, topic(effect.specialist), encode_task(child), Dagr_Task="1")
+                outbox.add(
+                    task.task_id,
+                    tree_subject(task.instance_id, effect.child_id),
+                    cbor2.dumps(
+                        {"child": effect.child_id, "specialist": effect.specialist, "at_ms": ctx.now_ms}
+                    ),
+                )
+                outbox.add(
+                    task.task_id,
+                    status_subject(effect.child_id),
+                    status_doc(child, version=child.version, state="queued", attempt=0, now_ms=ctx.now_ms),
+                )
+            elif isinstance(effect, Publish):
+                outbox.add(task.task_id, effect.subject, effect.payload, core_ok=True)
+    if outcome.status is Status.SUSPENDED:
+        suspend = outcome.suspend
+        assert suspend is not None
+        wake = Task(
+            task_id=wake_task_id(task.task_id),
+            kind="wake",
+            instance_id=task.instance_id,
+            specialist=task.specialist,
+            version=ctx.version,
+            parent_id=task.parent_id,
+            parent_specialist=task.parent_specialist,
+            parent_version=task.parent_version,
+            root_id=task.root_id,
+            reply_to=task.reply_to,
+            context=suspend.resume_context,
+            ceilings=task.ceilings,
+            limit_ceiling=task.limit_ceiling,
+            created_ms=ctx.now_ms,
+            depth=task.depth,
+        )
+        outbox.add(
+            task.task_id,
+            sched_subject(task.specialist, task.instance_id),
+            encode_task(wake),
+            Nats_Schedule=f"@at {iso_at(suspend.wake_at_unix_ms)}",
+            Nats_Schedule_Target=wake_subject(task.specialist, task.instance_id),
+            Dagr_Task="1",
+        )
+        outbox.add(
+            task.task_id,
+            status_subject(task.instance_id),
+            _status(ctx, "suspended", wake_at_ms=suspend.wake_at_unix_ms),
+        )
+    elif outcome.status is Status.OK:
+        outbox.result = outcome.result
+        outbox.add(
+            task.task_id, result_subject(task.instance_id), _result_doc(ctx, ok=outcome.result, error=None)
+        )
+        _add_reply(outbox, ctx, ok=outcome.result, error=None)
+        outbox.add(task.task_id, status_subject(task.instance_id), _status(ctx, "finished"))
+    else:
+        message = outcome.failure if outcome.status is Status.FAILED else f"gave up: {outcome.error}"
+        state = "failed" if outcome.status is Status.FAILED else "dead"
+        if outcome.status is Status.ERROR:
+            outbox.add(
+                task.task_id,
+                dead_subject(task.specialist, task.task_id),
+                cbor2.dumps(
+                    {
+                        "task": encode_task(task),
+                        "error": str(outcome.error),
+                        "kind": outcome.error.kind.value if outcome.error else None,
+                        "attempts": ctx.attempt,
+                        "at_ms": ctx.now_ms,
+                    }
+                ),
+            )
+        outbox.add(task.task_id, result_subject(task.instance_id), _result_doc(ctx, ok=None, error=message))
+        _add_reply(outbox, ctx, ok=None, error=message)
+        outbox.add(task.task_id, status_subject(task.instance_id), _status(ctx, state, error=message))
+    outbox.add(task.task_id, logs_subject(task.instance_id), logs_payload(ctx, outcome))
+    return outbox
+
+
+def _result_doc(ctx: CommitContext, *, ok: bytes | None, error: str | None) -> bytes:
+    return cbor2.dumps(
+        {"id": ctx.task.instance_id, "task": ctx.task.task_id, "ok": ok, "error": error, "at_ms": ctx.now_ms}
+    )
+
+
+class Committer:
+    """Applies plans. One per host; safe for concurrent commits."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, reader: StateReader) -> None:
+        self._nc = nc
+        self._js = js
+        self._reader = reader
+        self._kv: Any = None
+
+    async def _bucket(self) -> Any:
+        if self._kv is None:
+            self._kv = await self._js.key_value(STATE_BUCKET)
+        return self._kv
+
+    async def commit(
+        self,
+        ctx: CommitContext,
+        outcome: Outcome,
+        *,
+        kv_key_of: Any = None,
+    ) -> bool:
+        """Commit ``outcome`` of ``ctx.task``. True if it was committed now, False if it had been.
+
+        ``kv_key_of(scope, key)`` maps the sandbox's state keys to bucket keys. Raises
+        ``CommitConflict`` (re-run the task) or ``RuntimeFailure`` (NATS trouble: retry later).
+        """
+        outbox = plan_outbox(ctx, outcome)
+        state_msgs = self._state_messages(ctx, outcome, kv_key_of) if outcome.committable else []
+        marker = marker_key(ctx.task.task_id)
+        fresh = await (
+            self._batch(ctx, state_msgs, marker, outbox) if state_msgs else self._mark(marker, outbox)
+        )
+        if not fresh:
+            stored = await self._reader.raw(marker)
+            if stored is None:
+                raise RuntimeFailure(f"commit marker of task {ctx.task.task_id} vanished while replaying it")
+            outbox = Outbox.decode(stored[0])
+        await self.publish(outbox)
+        return fresh
+
+    async def replay(self, task_id: str) -> bool:
+        """Publish the stored outbox of an already committed task; False if it was never committed."""
+        stored = await self._reader.raw(marker_key(task_id))
+        if stored is None or stored[2]:
+            return False
+        await self.publish(Outbox.decode(stored[0]))
+        return True
+
+    def _state_messages(
+        self, ctx: CommitContext, outcome: Outcome, kv_key_of: Any
+    ) -> list[tuple[str, bytes, dict[str, str]]]:
+        read = {(scope, key): rev for scope, key, rev in outcome.reads}
+        messages = []
+        for (scope, key), value in outcome.final_state().items():
+            headers: dict[str, str] = {}
+            if (scope, key) in read:
+                headers[_ELSS] = str(read[(scope, key)])
+            if value is None:
+                headers["KV-Operation"] = "DEL"
+            messages.append((KV_PREFIX + kv_key_of(scope, key), value or b"", headers))
+        consumed = [e for e in outcome.effects if isinstance(e, RepliesConsumed)]
+        if consumed and consumed[0].seqs:
+            messages.append(
+                (
+                    KV_PREFIX + cursor_key(ctx.task.instance_id),
+                    str(max(consumed[0].seqs)).encode(),
+                    {_ELSS: str(ctx.cursor_revision)},
+                )
+            )
+        return messages
+
+    async def _mark(self, marker: str, outbox: Outbox) -> bool:
+        kv = await self._bucket()
+        try:
+            await kv.create(marker, outbox.encode(), msg_ttl=MARKER_TTL_S)
+        except KeyWrongLastSequenceError:
+            return False
+        except NatsTimeout as exc:
+            raise RuntimeFailure(f"commit marker write timed out: {exc}") from exc
+        return True
+
+    async def _batch(
+        self,
+        ctx: CommitContext,
+        state_msgs: list[tuple[str, bytes, dict[str, str]]],
+        marker: str,
+        outbox: Outbox,
+    ) -> bool:
+        messages = [
+            *state_msgs,
+            (KV_PREFIX + marker, outbox.encode(), {_ELSS: "0", "Nats-TTL": f"{MARKER_TTL_S}s"}),
+        ]
+        batch_id = uuid.uuid4().hex
+        reply: dict[str, Any] = {}
+        try:
+            for index, (subject, data, headers) in enumerate(messages, start=1):
+                h = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index)}
+                if index == len(messages):
+                    h["Nats-Batch-Commit"] = "1"
+                    response = await self._nc.request(subject, data, headers=h, timeout=_PUBLISH_TIMEOUT_S)
+                    reply = json.loads(response.data or b"{}")
+                elif index == 1:
+                    # A request on the first message: the server refuses a batch it cannot open
+                    # (too many in flight) there, and only there.
+                    response = await self._nc.request(subject, data, headers=h, timeout=_PUBLISH_TIMEOUT_S)
+                    if response.data:
+                        reply = json.loads(response.data)
+                        if "error" in reply:
+                            break
+                else:
+                    await self._nc.publish(subject, data, headers=h)
+        except (NatsTimeout, NoRespondersError) as exc:
+            raise RuntimeFailure(f"state commit did not complete: {exc!r}") from exc
+        error = reply.get("error")
+        if error is None:
+            return True
+        code = int(error.get("err_code", 0))
+        if code in _CONFLICT_CODES:
+            if await self._reader.raw(marker) is not None:
+                return False  # committed before: the marker's guard is what failed
+            raise CommitConflict(f"{ctx.task.instance_id}: {error.get('description', 'state changed')}")
+        raise RuntimeFailure(f"state commit refused by JetStream: {error.get('description')} ({code})")
+
+    async def publish(self, outbox: Outbox) -> None:
+        """Publish every message of ``outbox``; duplicates are dropped by their ids."""
+
+        async def one(message: OutMsg) -> None:
+            payload = outbox.result if message.payload is None else message.payload
+            try:
+                await self._js.publish(
+                    message.subject, payload or b"", headers=message.headers, timeout=_PUBLISH_TIMEOUT_S
+                )
+            except NoRespondersError:
+                if not message.core_ok:
+                    raise RuntimeFailure(
+                        f"no stream captures {message.subject}; is the layout in place?"
+                    ) from None
+                await self._nc.publish(message.subject, payload or b"", headers=message.headers)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for message in outbox.messages:
+                    group.create_task(one(message))
+        except* NatsTimeout as timeouts:
+            raise RuntimeFailure(f"publishing the outbox timed out: {timeouts.exceptions[0]!r}") from None

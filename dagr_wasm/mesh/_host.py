@@ -1,0 +1,437 @@
+"""The host worker: pulls tasks, runs them through an executor, commits the outcomes.
+
+Every host pulls from one durable consumer per specialist (shared by all hosts, so JetStream
+balances the work), and runs at most ``concurrency`` invocations at a time (one slot each, shared
+by every specialist). NATS work stays on the event loop; invocations run on a thread pool of the
+same size, where wasm runs with the GIL released.
+
+It follows the registry: a specialist registered after the host started is picked up without a
+restart, and a newly deployed module is compiled when the host sees the deploy, not on the first
+task. ``stop()`` stops fetching and lets in-flight invocations finish (bounded); what does not
+finish in time is handed back (nak) for another host.
+
+Failure handling, by who is at fault:
+
+- the agent trapped or exhausted a limit: retry with backoff (``nak(delay)``) up to
+  ``Layout.max_attempts``, then commit it as dead: dead-letter record, error reply, status ``dead``;
+- the agent returned ``err``: a final failure, committed as such (no retry);
+- a state conflict: re-run on fresh state, at once, a few times;
+- NATS trouble or a bug of ours: nak with a delay and let any host try again.
+
+The server's ``max_deliver`` is unlimited: the host itself dead-letters a task on the attempt after
+the last, so a host dying during the last attempt cannot strand a task in the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import cbor2
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from ..errors import CommitConflict
+from ..invocation import ErrorKind, GuestError, Invocation, Outcome, Status
+from ..policy import Capabilities
+from ._commit import CommitContext, Committer, logs_payload, status_doc
+from ._layout import (
+    STATUS_STREAM,
+    Layout,
+    consumer_name,
+    ensure_layout,
+    inbox_subject,
+    logs_subject,
+    status_subject,
+    tasks_stream,
+)
+from ._registry import Registry, SpecialistVersion
+from ._state import KvStateView, LazyInbox, StateReader
+from ._tasks import Task, TaskError, decode_task, encode_reply
+
+__all__ = ["Executor", "Host", "HostConfig", "HostStats"]
+
+_log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    """What runs invocations; ``dagr_wasm.sandbox.Sandbox`` is one. Called from worker threads."""
+
+    def load_cached(self, digest: str) -> Any | None: ...
+
+    def load(self, wasm: bytes, *, source: str = ..., expected_digest: str | None = ...) -> Any: ...
+
+    def run(self, agent: Any, invocation: Invocation) -> Outcome: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostConfig:
+    layout: Layout = Layout()
+    #: Invocations in flight on this host at most (and the size of its thread pool).
+    concurrency: int = 8
+    #: Messages fetched per pull request at most.
+    fetch_batch: int = 64
+    #: Delay before retrying a failed attempt n (1-based); the last value repeats.
+    retry_backoff_s: tuple[float, ...] = (0.5, 2.0, 8.0, 30.0)
+    #: Re-runs after state conflicts before the task is handed back with a delay.
+    max_conflict_reruns: int = 8
+    #: How long ``stop()`` waits for in-flight invocations.
+    drain_timeout_s: float = 30.0
+    host_id: str = "host"
+
+
+@dataclass(slots=True)
+class HostStats:
+    invocations: int = 0
+    committed: int = 0
+    replayed: int = 0
+    retried: int = 0
+    dead: int = 0
+    conflicts: int = 0
+    per_specialist: dict[str, int] = field(default_factory=dict)
+
+
+class Host:
+    """One host process's worker. ``await run()`` until ``await stop()``."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, executor: Executor, config: HostConfig) -> None:
+        self._nc = nc
+        self._js = js
+        self._executor = executor
+        self.config = config
+        self.registry = Registry(js, layout=config.layout)
+        self._reader = StateReader(js)
+        self._committer = Committer(nc, js, self._reader)
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="dagr-wasm")
+        self._specs: dict[str, SpecialistVersion] = {}
+        self._versions: dict[tuple[str, int], SpecialistVersion] = {}
+        self._agents: dict[str, Any] = {}
+        self._agent_locks: dict[str, asyncio.Lock] = {}
+        self._pulling: set[str] = set()
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        #: Set once the host pulls for every specialist registered when it started.
+        self.ready = asyncio.Event()
+        self.stats = HostStats()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until ``stop()``. Lays out JetStream first (idempotent)."""
+        await ensure_layout(self._js, self.config.layout)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self._follow_registry())
+                await self._stopping.wait()
+                await self._drain()
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight invocations finish, hand back the rest. Safe to call twice."""
+        self._stopping.set()
+        await self._stopped.wait()
+
+    async def _drain(self) -> None:
+        if self._active:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=self.config.drain_timeout_s)
+            except TimeoutError:
+                _log.warning("%d invocations still running after %.0f s; handing them back",
+                             self._active, self.config.drain_timeout_s)  # fmt: skip
+
+    # -- the registry ------------------------------------------------------------------------------
+
+    async def _follow_registry(self) -> None:
+        initial = await self.registry.list()
+        for spec in initial:
+            self._learn(spec)
+        self.ready.set()
+        async for spec in self.registry.watch():
+            self._learn(spec)
+
+    def _learn(self, spec: SpecialistVersion) -> None:
+        self._specs[spec.name] = spec
+        self._versions[(spec.name, spec.version)] = spec
+        assert self._group is not None
+        if spec.digest is not None and spec.digest not in self._agents:
+            # Compile now, not when the first task arrives.
+            self._group.create_task(self._agent_for(spec))
+        if spec.name not in self._pulling:
+            self._pulling.add(spec.name)
+            self._group.create_task(self._pull(spec.name))
+
+    async def _version(self, name: str, version: int | None) -> SpecialistVersion | None:
+        if version is None:
+            return self._specs.get(name) or await self.registry.current(name)
+        found = self._versions.get((name, version))
+        if found is None:
+            found = await self.registry.version(name, version)
+            if found is not None:
+                self._versions[(name, version)] = found
+        return found
+
+    async def _agent_for(self, spec: SpecialistVersion) -> Any:
+        digest = spec.digest
+        assert digest is not None
+        if digest in self._agents:
+            return self._agents[digest]
+        lock = self._agent_locks.setdefault(digest, asyncio.Lock())
+        async with lock:
+            if digest not in self._agents:
+                loop = asyncio.get_running_loop()
+                agent = await loop.run_in_executor(None, self._executor.load_cached, digest)
+                if agent is None:
+                    wasm = await self.registry.module(digest)
+                    agent = await loop.run_in_executor(
+                        None, lambda: self._executor.load(wasm, source=spec.name, expected_digest=digest)
+                    )
+                self._agents[digest] = agent
+        return self._agents[digest]
+
+    # -- pulling -----------------------------------------------------------------------------------
+
+    async def _pull(self, name: str) -> None:
+        subscription = await self._js.pull_subscribe_bind(consumer_name(name), stream=tasks_stream(name))
+        assert self._group is not None
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            taken = 1
+            while taken < self.config.fetch_batch and not self._slots.locked():
+                await self._slots.acquire()
+                taken += 1
+            try:
+                messages = await subscription.fetch(taken, timeout=1.0)
+            except (NatsTimeout, TimeoutError):
+                messages = []
+            except Exception as exc:  # connection trouble: back off, keep the loop alive
+                _log.warning("fetch for %s failed: %r", name, exc)
+                messages = []
+                await asyncio.sleep(0.5)
+            for _ in range(taken - len(messages)):
+                self._slots.release()
+            for message in messages:
+                self._group.create_task(self._handle(name, message))
+        await subscription.unsubscribe()
+
+    async def _handle(self, name: str, msg: Msg) -> None:
+        self._active += 1
+        self._idle.clear()
+        try:
+            await self._process(name, msg)
+        except asyncio.CancelledError:
+            await _quietly(msg.nak())
+            raise
+        except Exception as exc:
+            delay = self._backoff(msg.metadata.num_delivered)
+            _log.warning("task on %s failed in the host (%r); retrying in %.1f s", name, exc, delay)
+            await _quietly(msg.nak(delay=delay))
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+            self._slots.release()
+
+    def _backoff(self, attempt: int) -> float:
+        delays = self.config.retry_backoff_s
+        return delays[min(max(attempt, 1), len(delays)) - 1]
+
+    # -- one task ----------------------------------------------------------------------------------
+
+    async def _process(self, name: str, msg: Msg) -> None:
+        meta = msg.metadata
+        attempt = meta.num_delivered
+        now_ms = int(time.time() * 1000)
+        try:
+            task = decode_task(
+                msg.data,
+                msg.headers,
+                specialist=name,
+                stream_seq=meta.sequence.stream,
+                stream=tasks_stream(name),
+                now_ms=now_ms,
+            )
+        except TaskError as exc:
+            await self._dead_letter_raw(name, msg, str(exc))
+            return
+        self.stats.invocations += 1
+        self.stats.per_specialist[name] = self.stats.per_specialist.get(name, 0) + 1
+
+        if attempt > 1 and await self._committer.replay(task.task_id):
+            # Committed before (we crashed, or lost the lease after committing): replayed; ack.
+            self.stats.replayed += 1
+            await msg.ack()
+            return
+
+        spec = await self._version(name, task.version)
+        if spec is None or spec.digest is None:
+            # Not deployed (yet): wait for a deploy rather than burn attempts.
+            await msg.nak(delay=self._backoff(3))
+            return
+        task = task.pinned(spec.version)
+
+        if task.kind == "reply" and await self._is_suspended(task.instance_id):
+            await self._park_reply(task)
+            await msg.ack()
+            return
+
+        if attempt > self.config.layout.max_attempts:
+            lost = GuestError(
+                ErrorKind.HOST, f"no attempt finished in {attempt - 1} deliveries (host crashes?)"
+            )
+            await self._commit_final(task, spec, attempt, now_ms, Outcome(status=Status.ERROR, error=lost))
+            await msg.ack()
+            return
+
+        agent = await self._agent_for(spec)
+        # A hint for `dagr status`, not an effect: a core publish the status stream captures.
+        running = status_doc(task, version=spec.version, state="running", attempt=attempt, now_ms=now_ms)
+        await self._nc.publish(status_subject(task.instance_id), running)
+        loop = asyncio.get_running_loop()
+        for _rerun in range(self.config.max_conflict_reruns + 1):
+            view = KvStateView(self._reader, loop, instance=task.instance_id, specialist=name)
+            inbox = LazyInbox(self._js, self._reader, loop, instance=task.instance_id)
+            limits = spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits
+            invocation = Invocation(
+                task_id=task.task_id,
+                instance_id=task.instance_id,
+                specialist=name,
+                event=task.event(),
+                parent_id=task.parent_id,
+                attempt=attempt,
+                config_text=spec.config_text,
+                capabilities=Capabilities(own=spec.grants, ceilings=task.ceilings),
+                limits=limits,
+                state=view,
+                inbox=inbox,
+                spawnable=frozenset(n for n, s in self._specs.items() if s.digest is not None),
+                now_unix_ms=int(time.time() * 1000),
+            )
+            outcome = await loop.run_in_executor(self._pool, self._executor.run, agent, invocation)
+            if outcome.status is Status.ERROR:
+                if attempt < self.config.layout.max_attempts:
+                    await self._record_retry(task, spec, attempt, outcome)
+                    await msg.nak(delay=self._backoff(attempt))
+                    self.stats.retried += 1
+                else:
+                    await self._commit_final(task, spec, attempt, now_ms, outcome)
+                    await msg.ack()
+                return
+            ctx = await self._context(task, spec, attempt, outcome, inbox)
+            try:
+                await self._committer.commit(ctx, outcome, kv_key_of=view.kv_key)
+            except CommitConflict:
+                self.stats.conflicts += 1
+                continue
+            self.stats.committed += 1
+            await msg.ack()
+            return
+        await msg.nak(delay=self._backoff(1))
+
+    async def _context(
+        self, task: Task, spec: SpecialistVersion, attempt: int, outcome: Outcome, inbox: LazyInbox
+    ) -> CommitContext:
+        replies_to_parent = outcome.status is not Status.SUSPENDED and task.parent_id and not task.reply_to
+        return CommitContext(
+            task=task,
+            version=spec.version,
+            attempt=attempt,
+            now_ms=int(time.time() * 1000),
+            child_versions={n: s.version for n, s in self._specs.items()},
+            parent_suspended=bool(replies_to_parent) and await self._is_suspended(task.parent_id or ""),
+            cursor_revision=inbox.cursor_revision,
+            own_grants=spec.grants,
+            limits=spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits,
+        )
+
+    async def _commit_final(
+        self, task: Task, spec: SpecialistVersion, attempt: int, now_ms: int, outcome: Outcome
+    ) -> None:
+        ctx = CommitContext(task=task, version=spec.version, attempt=attempt, now_ms=now_ms)
+        parent_suspended = bool(task.parent_id) and await self._is_suspended(task.parent_id or "")
+        await self._committer.commit(replace(ctx, parent_suspended=parent_suspended), outcome)
+        self.stats.dead += 1
+
+    async def _record_retry(
+        self, task: Task, spec: SpecialistVersion, attempt: int, outcome: Outcome
+    ) -> None:
+        """Logs and status of an attempt that will be retried; not a commit (nothing happened)."""
+        ctx = CommitContext(task=task, version=spec.version, attempt=attempt, now_ms=int(time.time() * 1000))
+        msg_id = f"{task.task_id}.a{attempt}"
+        await self._js.publish(
+            logs_subject(task.instance_id),
+            logs_payload(ctx, outcome),
+            headers={"Nats-Msg-Id": msg_id + ".log"},
+        )
+        status = status_doc(
+            task,
+            version=spec.version,
+            state="retrying",
+            attempt=attempt,
+            now_ms=ctx.now_ms,
+            error=str(outcome.error),
+        )
+        await self._js.publish(
+            status_subject(task.instance_id), status, headers={"Nats-Msg-Id": msg_id + ".status"}
+        )
+
+    async def _is_suspended(self, instance: str) -> bool:
+        try:
+            msg = await self._js.get_msg(STATUS_STREAM, subject=status_subject(instance), direct=True)
+        except NotFoundError:
+            return False
+        try:
+            return bool(cbor2.loads(msg.data or b"").get("state") == "suspended")
+        except (cbor2.CBORError, AttributeError):
+            return False
+
+    async def _park_reply(self, task: Task) -> None:
+        """A reply for a suspended instance waits in its inbox, to be read when it wakes."""
+        assert task.reply is not None
+        body = cbor2.dumps({**encode_reply(task.reply), "task": task.task_id})
+        await self._js.publish(
+            inbox_subject(task.instance_id), body, headers={"Nats-Msg-Id": f"{task.task_id}.inbox"}
+        )
+
+    async def _dead_letter_raw(self, name: str, msg: Msg, reason: str) -> None:
+        from ._layout import dead_subject
+
+        seq = msg.metadata.sequence.stream
+        record = cbor2.dumps(
+            {"raw": msg.data, "error": reason, "stream_seq": seq, "at_ms": int(time.time() * 1000)}
+        )
+        await self._js.publish(
+            dead_subject(name, f"raw{seq}"),
+            record,
+            headers={"Nats-Msg-Id": f"dead.{tasks_stream(name)}.{seq}"},
+        )
+        await msg.ack()
+        self.stats.dead += 1
+
+
+class _Stop(Exception):
+    """Ends the host's task group once draining is done."""
+
+
+async def _quietly(action: Awaitable[Any]) -> None:
+    try:
+        await action
+    except Exception as exc:  # the connection may be gone; the server redelivers after ack_wait
+        _log.debug("ignored while handing a task back: %r", exc)

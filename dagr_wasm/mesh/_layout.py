@@ -1,0 +1,325 @@
+"""The JetStream layout dagr runs on: every stream, bucket and subject name, and ``ensure_layout``.
+
+Created idempotently (creating what exists is a no-op; a changed config is updated in place) and
+versioned: the registry bucket records the layout version, and a host refuses a store laid out by
+a newer dagr than itself. Replica count is a parameter: 1 for the embedded server, 3 in a cluster.
+
+Subjects (``<i>`` an instance id, ``<s>`` a specialist, ``<t>`` a task id)::
+
+    agents.specialist.<s>      tasks for a specialist (its topic)   stream DAGR_TASKS_<s>, work queue
+    dagr.sched.<s>.<i>         an instance's pending wake           stream DAGR_SCHEDULES (schedules)
+    dagr.wake.<s>.<i>          the wake, when it fires              DAGR_SCHEDULES, sourced by DAGR_TASKS_<s>
+    dagr.inbox.<i>             replies from children                stream DAGR_INBOX
+    dagr.status.<i>            an instance's current status         stream DAGR_STATUS (last per subject)
+    dagr.tree.<parent>.<i>     who spawned whom                     stream DAGR_STATUS
+    dagr.result.<i>            an instance's latest result          stream DAGR_RESULTS (last per subject)
+    dagr.logs.<i>              its log lines, per invocation        stream DAGR_LOGS
+    dagr.dead.<s>.<t>          dead-lettered tasks                  stream DAGR_DEAD
+    agents.main.>              what agents report to people         stream DAGR_AGENTS
+
+Buckets: ``dagr-state`` (KV, agent state, commit markers, inbox cursors; atomic batches on),
+``dagr-registry`` (KV, specialists and their versions), ``dagr-modules`` (object store, by sha256).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamSource,
+)
+from nats.js.errors import APIError, BadRequestError, NotFoundError
+
+from ..errors import RuntimeFailure
+
+__all__ = ["LAYOUT_VERSION", "Layout", "ensure_layout", "ensure_specialist", "tasks_stream"]
+
+LAYOUT_VERSION = 1
+
+STATE_BUCKET = "dagr-state"
+REGISTRY_BUCKET = "dagr-registry"
+MODULES_BUCKET = "dagr-modules"
+
+SCHEDULES_STREAM = "DAGR_SCHEDULES"
+INBOX_STREAM = "DAGR_INBOX"
+STATUS_STREAM = "DAGR_STATUS"
+RESULTS_STREAM = "DAGR_RESULTS"
+LOGS_STREAM = "DAGR_LOGS"
+DEAD_STREAM = "DAGR_DEAD"
+AGENTS_STREAM = "DAGR_AGENTS"
+
+#: Nats-Msg-Id dedupe window on every stream that takes effects. A redelivered task is replayed
+#: within ack_wait x attempts, well inside it; commit markers cover anything later.
+DUPLICATE_WINDOW_S = 600.0
+#: How long a commit marker (proof that a task's effects were applied) is kept.
+MARKER_TTL_S = 86_400
+DAY_S = 86_400.0
+
+
+def tasks_stream(specialist: str) -> str:
+    return f"DAGR_TASKS_{specialist}"
+
+
+def topic(specialist: str) -> str:
+    return f"agents.specialist.{specialist}"
+
+
+def sched_subject(specialist: str, instance: str) -> str:
+    return f"dagr.sched.{specialist}.{instance}"
+
+
+def wake_subject(specialist: str, instance: str) -> str:
+    return f"dagr.wake.{specialist}.{instance}"
+
+
+def inbox_subject(instance: str) -> str:
+    return f"dagr.inbox.{instance}"
+
+
+def status_subject(instance: str) -> str:
+    return f"dagr.status.{instance}"
+
+
+def tree_subject(parent: str, child: str) -> str:
+    return f"dagr.tree.{parent}.{child}"
+
+
+def result_subject(instance: str) -> str:
+    return f"dagr.result.{instance}"
+
+
+def logs_subject(instance: str) -> str:
+    return f"dagr.logs.{instance}"
+
+
+def dead_subject(specialist: str, task_id: str) -> str:
+    return f"dagr.dead.{specialist}.{task_id}"
+
+
+def consumer_name(specialist: str) -> str:
+    return f"dagr-host-{specialist}"
+
+
+# KV keys in the state bucket. User keys may contain dots: they stay inside the last segment.
+def instance_key(instance: str, key: str) -> str:
+    return f"i.{instance}.{key}"
+
+
+def specialist_key(specialist: str, key: str) -> str:
+    return f"s.{specialist}.{key}"
+
+
+def marker_key(task_id: str) -> str:
+    return f"x.{task_id}"
+
+
+def cursor_key(instance: str) -> str:
+    return f"c.{instance}.inbox"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Layout:
+    """Settings of the layout that change with the deployment, not the code."""
+
+    replicas: int = 1
+    storage: StorageType = StorageType.FILE
+    #: Task attempts before a task goes to the dead-letter stream.
+    max_attempts: int = 4
+    #: How long a host may hold a task before another host gets it.
+    ack_wait_s: float = 30.0
+
+
+def _stream(layout: Layout, **config: Any) -> StreamConfig:
+    base: dict[str, Any] = {
+        "num_replicas": layout.replicas,
+        "storage": layout.storage,
+        "duplicate_window": DUPLICATE_WINDOW_S,
+    }
+    base.update(config)
+    return StreamConfig(**base)
+
+
+def _static_streams(layout: Layout) -> list[StreamConfig]:
+    return [
+        _stream(
+            layout,
+            name=f"KV_{STATE_BUCKET}",
+            description="dagr agent state, commit markers and inbox cursors",
+            subjects=[f"$KV.{STATE_BUCKET}.>"],
+            allow_direct=True,
+            allow_rollup_hdrs=True,
+            allow_msg_ttl=True,
+            allow_atomic=True,
+            deny_delete=True,
+            discard=DiscardPolicy.NEW,
+            max_consumers=-1,
+            max_msgs=-1,
+            max_msgs_per_subject=1,
+        ),
+        _stream(
+            layout,
+            name=SCHEDULES_STREAM,
+            description="pending wakes (one schedule per instance) and fired wakes",
+            subjects=["dagr.sched.>", "dagr.wake.>"],
+            allow_msg_schedules=True,
+            allow_msg_ttl=True,
+            # Fired wakes are sourced into the task streams; keep them a day for inspection.
+            max_age=DAY_S,
+        ),
+        _stream(
+            layout,
+            name=INBOX_STREAM,
+            description="replies from children, kept until read (cursor in dagr-state)",
+            subjects=["dagr.inbox.>"],
+            max_age=30 * DAY_S,
+        ),
+        _stream(
+            layout,
+            name=STATUS_STREAM,
+            description="current status of every instance, and the spawn tree",
+            subjects=["dagr.status.>", "dagr.tree.>"],
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            max_age=30 * DAY_S,
+        ),
+        _stream(
+            layout,
+            name=RESULTS_STREAM,
+            description="latest result of every instance",
+            subjects=["dagr.result.>"],
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            max_age=30 * DAY_S,
+        ),
+        _stream(
+            layout,
+            name=LOGS_STREAM,
+            description="agent log lines, one message per invocation",
+            subjects=["dagr.logs.>"],
+            max_age=7 * DAY_S,
+        ),
+        _stream(
+            layout,
+            name=DEAD_STREAM,
+            description="tasks that failed every attempt, with the error",
+            subjects=["dagr.dead.>"],
+        ),
+        _stream(
+            layout,
+            name=AGENTS_STREAM,
+            description="what agents publish for people (agents.main.>)",
+            subjects=["agents.main.>"],
+            max_age=30 * DAY_S,
+        ),
+    ]
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError as exc:
+            if exc.err_code != 10058:  # created meanwhile by another host: fall through and update
+                raise
+    await js.update_stream(config)
+
+
+async def ensure_layout(js: JetStreamContext, layout: Layout) -> None:
+    """Create or update every stream and bucket of the layout. Safe to run from many hosts at once."""
+    try:
+        for config in _static_streams(layout):
+            await _ensure_stream(js, config)
+        registry = await _ensure_kv(js, REGISTRY_BUCKET, layout, history=64)
+        await _ensure_object_store(js, layout)
+    except APIError as exc:
+        raise RuntimeFailure(f"could not set up the JetStream layout: {exc}") from exc
+    await _check_version(registry)
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str, layout: Layout, *, history: int) -> Any:
+    try:
+        return await js.key_value(bucket)
+    except Exception:  # nats-py raises BucketNotFoundError or NotFoundError depending on the path
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket, history=history, replicas=layout.replicas, storage=layout.storage, direct=True
+            )
+        )
+
+
+async def _ensure_object_store(js: JetStreamContext, layout: Layout) -> None:
+    try:
+        await js.object_store(MODULES_BUCKET)
+    except Exception:
+        await js.create_object_store(
+            MODULES_BUCKET,
+            config=ObjectStoreConfig(
+                description="agent modules, named by sha256",
+                replicas=layout.replicas,
+                storage=layout.storage,
+            ),
+        )
+
+
+async def _check_version(registry: Any) -> None:
+    from nats.js.errors import KeyNotFoundError
+
+    key = "layout.version"
+    try:
+        entry = await registry.get(key)
+        stored = int(entry.value.decode())
+    except KeyNotFoundError:
+        # Another host may write it first; then the next start checks it.
+        with contextlib.suppress(Exception):
+            await registry.create(key, str(LAYOUT_VERSION).encode())
+        return
+    if stored > LAYOUT_VERSION:
+        raise RuntimeFailure(
+            f"this JetStream store was laid out by a newer dagr (layout {stored}, this one knows "
+            f"{LAYOUT_VERSION}); upgrade dagr-wasm on this host"
+        )
+
+
+async def ensure_specialist(js: JetStreamContext, layout: Layout, specialist: str) -> None:
+    """The task stream of one specialist: its topic, plus its fired wakes sourced from schedules."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    await _ensure_stream(
+        js,
+        _stream(
+            layout,
+            name=tasks_stream(specialist),
+            description=f"tasks for specialist {specialist}",
+            subjects=[topic(specialist)],
+            retention=RetentionPolicy.WORK_QUEUE,
+            sources=[StreamSource(name=SCHEDULES_STREAM, filter_subject=f"dagr.wake.{specialist}.>")],
+        ),
+    )
+    try:
+        await js.consumer_info(tasks_stream(specialist), consumer_name(specialist))
+    except NotFoundError:
+        await js.add_consumer(
+            tasks_stream(specialist),
+            ConsumerConfig(
+                durable_name=consumer_name(specialist),
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=layout.ack_wait_s,
+                # Unlimited at the server: the host dead-letters a task itself on its last attempt,
+                # so a host dying during that attempt cannot strand the task (see _host.py).
+                max_deliver=-1,
+                max_ack_pending=10_000,
+            ),
+        )

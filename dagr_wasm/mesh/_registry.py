@@ -1,0 +1,217 @@
+"""The registry: specialists, their versions, and their modules.
+
+Keys of the ``dagr-registry`` bucket::
+
+    spec.<name>           the current version of a specialist (JSON ``SpecialistVersion``)
+    ver.<name>.<n>        version n, immutable once written
+    layout.version        see _layout.py
+
+Module bytes live in the ``dagr-modules`` object store under their sha256, uploaded once per digest.
+Every deploy makes a new version, even with the same module (the config, grants or limits may have
+changed). **Which version runs:** an instance is pinned to the version that was current when it
+was spawned, for its whole life: its wakes and replies run that version, and a re-deploy only
+affects instances spawned after it. Nothing is written until the manifest has validated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError, ObjectNotFoundError
+
+from ..errors import ModuleError, RuntimeFailure
+from ..errors import NotFoundError as DagrNotFound
+from ..manifest import Manifest
+from ..policy import Grants, Limits
+from ._layout import MODULES_BUCKET, REGISTRY_BUCKET, Layout, ensure_specialist
+
+__all__ = ["Registry", "SpecialistVersion"]
+
+_WASM_COMPONENT = b"\x00asm\x0d\x00\x01\x00"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpecialistVersion:
+    """One version of a specialist: its manifest, and the module it runs (None until deployed)."""
+
+    name: str
+    version: int
+    description: str
+    topic: str
+    config_text: str
+    grants: Grants
+    limits: Limits
+    digest: str | None
+    size_bytes: int
+    deployed_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["grants"] = self.grants.model_dump(mode="json")
+        doc["limits"] = self.limits.model_dump(mode="json")
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SpecialistVersion:
+        return cls(
+            name=doc["name"],
+            version=int(doc["version"]),
+            description=doc.get("description", ""),
+            topic=doc["topic"],
+            config_text=doc.get("config_text", ""),
+            grants=Grants.model_validate(doc.get("grants", {})),
+            limits=Limits.model_validate(doc.get("limits", {})),
+            digest=doc.get("digest"),
+            size_bytes=int(doc.get("size_bytes", 0)),
+            deployed_ms=int(doc.get("deployed_ms", 0)),
+        )
+
+
+class Registry:
+    """Read and write specialists. Cheap to create; holds no state beyond the JetStream handles."""
+
+    def __init__(self, js: JetStreamContext, *, layout: Layout) -> None:
+        self._js = js
+        self._layout = layout
+        self._kv: Any = None
+        self._store: Any = None
+
+    async def _bucket(self) -> Any:
+        if self._kv is None:
+            self._kv = await self._js.key_value(REGISTRY_BUCKET)
+        return self._kv
+
+    async def _objects(self) -> Any:
+        if self._store is None:
+            self._store = await self._js.object_store(MODULES_BUCKET)
+        return self._store
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def deploy(self, manifest: Manifest, wasm: bytes | None) -> SpecialistVersion:
+        """Register ``manifest`` as the next version, with ``wasm`` as its module (if given).
+
+        The caller validates the module as a component first (the mesh does not load wasm); here it
+        is only checked to be component bytes. Raises ``ModuleError`` before anything is stored.
+        """
+        digest = None
+        if wasm is not None:
+            if wasm[:8] != _WASM_COMPONENT:
+                raise ModuleError("it is not a wasm component", source=f"module for {manifest.name}")
+            digest = hashlib.sha256(wasm).hexdigest()
+            await self._upload(digest, wasm)
+        await ensure_specialist(self._js, self._layout, manifest.name)
+        kv = await self._bucket()
+        for _ in range(20):  # concurrent deploys of one specialist: retry on a lost race
+            current = await self._entry(f"spec.{manifest.name}")
+            previous = SpecialistVersion.from_json(json.loads(current.value)) if current else None
+            if wasm is None and previous is not None:
+                digest = previous.digest  # re-registering keeps the deployed module
+            version = SpecialistVersion(
+                name=manifest.name,
+                version=(previous.version if previous else 0) + 1,
+                description=manifest.description,
+                topic=manifest.topic,
+                config_text=manifest.config_text,
+                grants=manifest.grants,
+                limits=manifest.limits,
+                digest=digest,
+                size_bytes=len(wasm) if wasm is not None else (previous.size_bytes if previous else 0),
+                deployed_ms=int(time.time() * 1000),
+            )
+            body = json.dumps(version.to_json()).encode()
+            try:
+                await kv.create(f"ver.{manifest.name}.{version.version}", body)
+            except KeyWrongLastSequenceError:
+                continue
+            try:
+                if current is None:
+                    await kv.create(f"spec.{manifest.name}", body)
+                else:
+                    await kv.update(f"spec.{manifest.name}", body, last=current.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            return version
+        raise RuntimeFailure(f"could not register {manifest.name}: too many concurrent deploys")
+
+    async def _upload(self, digest: str, wasm: bytes) -> None:
+        store = await self._objects()
+        try:
+            info = await store.get_info(digest)
+            if not getattr(info, "deleted", False):
+                return  # uploaded once per digest
+        except ObjectNotFoundError:
+            pass
+        await store.put(digest, wasm)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _entry(self, key: str) -> Any:
+        kv = await self._bucket()
+        try:
+            return await kv.get(key)
+        except KeyNotFoundError:
+            return None
+
+    async def current(self, name: str) -> SpecialistVersion | None:
+        entry = await self._entry(f"spec.{name}")
+        return SpecialistVersion.from_json(json.loads(entry.value)) if entry else None
+
+    async def require(self, name: str) -> SpecialistVersion:
+        found = await self.current(name)
+        if found is None:
+            names = ", ".join(s.name for s in await self.list()) or "none yet"
+            raise DagrNotFound("specialist", name, hint=f"Registered: {names}. Deploy it with `dagr deploy`.")
+        return found
+
+    async def version(self, name: str, version: int) -> SpecialistVersion | None:
+        entry = await self._entry(f"ver.{name}.{version}")
+        return SpecialistVersion.from_json(json.loads(entry.value)) if entry else None
+
+    async def list(self) -> list[SpecialistVersion]:
+        kv = await self._bucket()
+        try:
+            keys = await kv.keys(filters=["spec.>"])
+        except NotFoundError:
+            return []
+        except Exception as exc:  # nats-py raises NoKeysError when the bucket is empty
+            if type(exc).__name__ == "NoKeysError":
+                return []
+            raise
+        found = []
+        for key in sorted(keys):
+            entry = await self._entry(key)
+            if entry is not None:
+                found.append(SpecialistVersion.from_json(json.loads(entry.value)))
+        return found
+
+    async def module(self, digest: str) -> bytes:
+        store = await self._objects()
+        try:
+            result = await store.get(digest)
+        except ObjectNotFoundError:
+            raise RuntimeFailure(
+                f"module {digest[:12]} is registered but missing from {MODULES_BUCKET}"
+            ) from None
+        data: bytes = result.data
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise RuntimeFailure(f"module {digest[:12]} in {MODULES_BUCKET} does not match its digest")
+        return data
+
+    async def watch(self) -> AsyncIterator[SpecialistVersion]:
+        """Every current specialist, then every new version as it is deployed, until cancelled."""
+        kv = await self._bucket()
+        watcher = await kv.watch("spec.>", include_history=False)
+        try:
+            async for entry in watcher:
+                if entry is None or entry.value is None or entry.operation is not None:
+                    continue  # the end-of-initial-values marker, or a delete
+                yield SpecialistVersion.from_json(json.loads(entry.value))
+        finally:
+            await watcher.stop()

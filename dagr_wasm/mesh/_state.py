@@ -1,0 +1,185 @@
+"""Agent state and inboxes in JetStream, as the sandbox reads them from its worker thread.
+
+The sandbox calls ``StateView.get`` synchronously from the thread running the guest; these views
+hop onto the host's event loop (``run_coroutine_threadsafe``) for each read and wait with a bound.
+Reads are direct gets of the last message on a key's subject, so a deleted key still yields the
+revision of its delete marker: the commit needs it to guard a re-creation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import Any, TypeVar, overload
+
+import cbor2
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from ..invocation import ChildReply, Scope, StateEntry, StateUnavailable
+from ._layout import INBOX_STREAM, STATE_BUCKET, cursor_key, inbox_subject, instance_key, specialist_key
+from ._tasks import TaskError, decode_reply
+
+__all__ = ["KvStateView", "LazyInbox", "StateReader"]
+
+T = TypeVar("T")
+
+STATE_STREAM = f"KV_{STATE_BUCKET}"
+KV_PREFIX = f"$KV.{STATE_BUCKET}."
+_READ_TIMEOUT_S = 5.0
+_MAX_INBOX = 1000
+
+
+class StateReader:
+    """Async reads of the state bucket, shared by a host's invocations."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def entry(self, kv_key: str) -> StateEntry | None:
+        """The value and revision under ``kv_key``; None (revision 0 via ``revision``) if absent."""
+        found = await self.raw(kv_key)
+        if found is None:
+            return None
+        value, revision, deleted = found
+        return None if deleted else StateEntry(value, revision)
+
+    async def raw(self, kv_key: str) -> tuple[bytes, int, bool] | None:
+        """(value, revision, deleted) of the last message on the key, or None if it never existed."""
+        try:
+            msg = await self._js.get_msg(STATE_STREAM, subject=KV_PREFIX + kv_key, direct=True)
+        except NotFoundError:
+            return None
+        operation = (msg.headers or {}).get("KV-Operation")
+        return (msg.data or b""), int(msg.seq or 0), operation in ("DEL", "PURGE")
+
+    async def keys(self, kv_prefix: str) -> list[str]:
+        """Every live key under ``kv_prefix`` (which ends with a dot)."""
+        kv = await self._js.key_value(STATE_BUCKET)
+        try:
+            found: list[str] = await kv.keys(filters=[f"{kv_prefix}>"])
+        except Exception as exc:  # nats-py raises NoKeysError for an empty result
+            if type(exc).__name__ == "NoKeysError":
+                return []
+            raise
+        return found
+
+
+class KvStateView:
+    """A ``StateView`` for one invocation: the instance's and its specialist's keys.
+
+    Also remembers the revision of every key it read that the sandbox does not see (the inbox
+    cursor), for the commit's conflict checks.
+    """
+
+    def __init__(
+        self, reader: StateReader, loop: asyncio.AbstractEventLoop, *, instance: str, specialist: str
+    ) -> None:
+        self._reader = reader
+        self._loop = loop
+        self._instance = instance
+        self._specialist = specialist
+
+    def kv_key(self, scope: Scope, key: str) -> str:
+        return (
+            instance_key(self._instance, key)
+            if scope == "instance"
+            else specialist_key(self._specialist, key)
+        )
+
+    def _wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout=_READ_TIMEOUT_S)
+        except TimeoutError:
+            future.cancel()
+            raise StateUnavailable(f"no answer from the state store within {_READ_TIMEOUT_S} s") from None
+        except Exception as exc:
+            raise StateUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def get(self, scope: Scope, key: str) -> StateEntry | None:
+        found = self._wait(self._reader.raw(self.kv_key(scope, key)))
+        if found is None:
+            return None
+        value, revision, deleted = found
+        # A deleted key reads as absent, but at its delete marker's revision: writing it again must
+        # be guarded by that revision, not by "never existed".
+        return StateEntry(None if deleted else value, revision)
+
+    def keys(self, scope: Scope, prefix: str) -> list[str]:
+        base = self.kv_key(scope, "")
+        found = self._wait(self._reader.keys(base))
+        return sorted(k[len(base) :] for k in found if k[len(base) :].startswith(prefix))
+
+
+class LazyInbox(Sequence[ChildReply]):
+    """The unread replies of an instance, loaded on first use (most invocations never ask).
+
+    ``cursor_revision`` and ``cursor`` are known after loading: the commit advances the cursor with
+    a guard on that revision, so two invocations cannot both consume the same replies.
+    """
+
+    def __init__(
+        self, js: JetStreamContext, reader: StateReader, loop: asyncio.AbstractEventLoop, *, instance: str
+    ) -> None:
+        self._js = js
+        self._reader = reader
+        self._loop = loop
+        self._instance = instance
+        self._replies: list[ChildReply] | None = None
+        self.cursor = 0
+        self.cursor_revision = 0
+        self.loaded = False
+
+    def _load(self) -> list[ChildReply]:
+        if self._replies is None:
+            future = asyncio.run_coroutine_threadsafe(self.load(), self._loop)
+            try:
+                self._replies = future.result(timeout=_READ_TIMEOUT_S)
+            except TimeoutError:
+                future.cancel()
+                raise StateUnavailable("no answer from the inbox within the read timeout") from None
+            except StateUnavailable:
+                raise
+            except Exception as exc:
+                raise StateUnavailable(f"inbox unavailable: {exc}") from exc
+        return self._replies
+
+    async def load(self) -> list[ChildReply]:
+        found = await self._reader.raw(cursor_key(self._instance))
+        if found is not None:
+            value, revision, deleted = found
+            self.cursor_revision = revision
+            self.cursor = 0 if deleted else int(value.decode() or 0)
+        replies: list[ChildReply] = []
+        seq = self.cursor
+        while len(replies) < _MAX_INBOX:
+            try:
+                msg = await self._js.get_msg(
+                    INBOX_STREAM, seq=seq + 1, subject=inbox_subject(self._instance), next=True, direct=True
+                )
+            except NotFoundError:
+                break
+            seq = int(msg.seq or 0)
+            try:
+                replies.append(decode_reply(cbor2.loads(msg.data or b""), seq=seq))
+            except (TaskError, ValueError, KeyError, cbor2.CBORError):
+                continue  # not a reply we wrote; skip it rather than wedge the instance
+        self.loaded = True
+        self._replies = replies
+        return replies
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    @overload
+    def __getitem__(self, index: int) -> ChildReply: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ChildReply]: ...
+
+    def __getitem__(self, index: int | slice) -> ChildReply | Sequence[ChildReply]:
+        return self._load()[index]
+
+    def __iter__(self) -> Iterator[ChildReply]:
+        return iter(self._load())

@@ -1,0 +1,199 @@
+"""Task envelopes: what travels on a specialist's topic to make one invocation happen.
+
+A task is CBOR in the message body with the header ``Dagr-Task: 1``. Its id is deterministic for
+everything the runtime publishes itself (a hash of the parent task id and the spawn index, of the
+suspending task for a wake, of the child task for a reply event), so that a replayed publish is
+recognised by ``Nats-Msg-Id`` and the ids of effects derived from it stay stable.
+
+A message on a topic *without* the header (say ``nats pub agents.specialist.echo hello``) is a
+start task for a new instance whose context is the payload text; its ids come from the stream
+sequence, so a redelivery still names the same instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import cbor2
+
+from ..invocation import ChildReply, Event, Message, Reply, Start, Wake
+from ..policy import Grants, Limits
+
+__all__ = ["TASK_HEADER", "Task", "TaskError", "decode_task", "encode_task", "new_instance_id"]
+
+TASK_HEADER = "Dagr-Task"
+_FORMAT = 1
+#: Deeper spawn trees are refused: every level adds a grant ceiling to carry.
+MAX_DEPTH = 32
+
+TaskKind = Literal["start", "wake", "reply", "message"]
+
+
+class TaskError(ValueError):
+    """A message on a topic that is not a usable task."""
+
+
+def new_instance_id() -> str:
+    """A fresh random instance id (20 hex characters, like the deterministic child ids)."""
+    return secrets.token_hex(10)
+
+
+def _derived_id(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    task_id: str
+    kind: TaskKind
+    instance_id: str
+    specialist: str
+    #: The specialist version this instance is pinned to (None: the current one, fixed at first run).
+    version: int | None = None
+    parent_id: str | None = None
+    parent_specialist: str | None = None
+    parent_version: int | None = None
+    root_id: str = ""
+    reply_to: str | None = None
+    context: str = ""
+    subject: str = ""
+    payload: bytes = b""
+    reply: ChildReply | None = None
+    #: Grants of every ancestor, nearest first: a child never gets more than its parent.
+    ceilings: tuple[Grants, ...] = ()
+    limit_ceiling: Limits | None = None
+    created_ms: int = 0
+    depth: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def event(self) -> Event:
+        if self.kind == "start":
+            return Start(self.context)
+        if self.kind == "wake":
+            return Wake(self.context)
+        if self.kind == "reply":
+            if self.reply is None:
+                raise TaskError("a reply task without a reply")
+            return Reply(self.reply)
+        return Message(self.subject, self.payload)
+
+    def pinned(self, version: int) -> Task:
+        return replace(self, version=version)
+
+
+def encode_task(task: Task) -> bytes:
+    doc: dict[str, Any] = {
+        "v": _FORMAT,
+        "id": task.task_id,
+        "kind": task.kind,
+        "instance": task.instance_id,
+        "specialist": task.specialist,
+        "version": task.version,
+        "parent": task.parent_id,
+        "parent_specialist": task.parent_specialist,
+        "parent_version": task.parent_version,
+        "root": task.root_id or task.instance_id,
+        "reply_to": task.reply_to,
+        "context": task.context,
+        "subject": task.subject,
+        "payload": task.payload,
+        "ceilings": [g.model_dump(mode="json") for g in task.ceilings],
+        "limit_ceiling": task.limit_ceiling.model_dump(mode="json") if task.limit_ceiling else None,
+        "created_ms": task.created_ms,
+        "depth": task.depth,
+    }
+    if task.reply is not None:
+        doc["reply"] = encode_reply(task.reply)
+    return cbor2.dumps(doc)
+
+
+def encode_reply(reply: ChildReply) -> dict[str, Any]:
+    return {"child": reply.child_id, "specialist": reply.specialist, "ok": reply.ok, "error": reply.error}
+
+
+def decode_reply(doc: Any, *, seq: int = 0) -> ChildReply:
+    if not isinstance(doc, dict):
+        raise TaskError("a reply must be a map")
+    return ChildReply(
+        child_id=str(doc["child"]),
+        specialist=str(doc["specialist"]),
+        ok=doc.get("ok"),
+        error=doc.get("error"),
+        seq=seq,
+    )
+
+
+def decode_task(
+    data: bytes,
+    headers: dict[str, str] | None,
+    *,
+    specialist: str,
+    stream_seq: int,
+    stream: str,
+    now_ms: int,
+) -> Task:
+    """The task in a message from ``specialist``'s task stream. Raises ``TaskError``."""
+    if not headers or headers.get(TASK_HEADER) is None:
+        try:
+            context = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TaskError("a plain message on a topic must be UTF-8 text (the start context)") from None
+        task_id = _derived_id(f"{stream}/{stream_seq}")
+        return Task(
+            task_id=task_id,
+            kind="start",
+            instance_id=_derived_id(f"{task_id}/instance"),
+            specialist=specialist,
+            context=context,
+            created_ms=now_ms,
+        )
+    try:
+        doc = cbor2.loads(data)
+        if not isinstance(doc, dict) or doc.get("v") != _FORMAT:
+            raise TaskError(f"unknown task format {doc.get('v') if isinstance(doc, dict) else '?'}")
+        kind = doc["kind"]
+        if kind not in ("start", "wake", "reply", "message"):
+            raise TaskError(f"unknown task kind {kind!r}")
+        if doc["specialist"] != specialist:
+            raise TaskError(f"a task for {doc['specialist']!r} on the topic of {specialist!r}")
+        return Task(
+            task_id=str(doc["id"]),
+            kind=kind,
+            instance_id=str(doc["instance"]),
+            specialist=specialist,
+            version=doc.get("version"),
+            parent_id=doc.get("parent"),
+            parent_specialist=doc.get("parent_specialist"),
+            parent_version=doc.get("parent_version"),
+            root_id=doc.get("root") or str(doc["instance"]),
+            reply_to=doc.get("reply_to"),
+            context=doc.get("context", ""),
+            subject=doc.get("subject", ""),
+            payload=doc.get("payload", b""),
+            reply=decode_reply(doc["reply"]) if doc.get("reply") is not None else None,
+            ceilings=tuple(Grants.model_validate(g) for g in doc.get("ceilings", [])),
+            limit_ceiling=Limits.model_validate(doc["limit_ceiling"]) if doc.get("limit_ceiling") else None,
+            created_ms=int(doc.get("created_ms", now_ms)),
+            depth=int(doc.get("depth", 0)),
+        )
+    except TaskError:
+        raise
+    except Exception as exc:  # any decoding or validation problem: the message is not a task
+        raise TaskError(f"malformed task: {exc!r}") from None
+
+
+# Derived ids are hashes, not concatenations: an instance that suspends a thousand times must not
+# carry a thousand suffixes in its task id.
+def child_task_id(parent_task_id: str, index: int) -> str:
+    return _derived_id(f"{parent_task_id}/spawn/{index}")
+
+
+def wake_task_id(task_id: str) -> str:
+    return _derived_id(f"{task_id}/wake")
+
+
+def reply_task_id(child_task_id: str) -> str:
+    return _derived_id(f"{child_task_id}/reply")
