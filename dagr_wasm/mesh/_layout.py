@@ -180,6 +180,7 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             name=INBOX_STREAM,
             description="replies from children, kept until read (cursor in dagr-state)",
             subjects=["dagr.inbox.>"],
+            allow_direct=True,
             max_age=30 * DAY_S,
         ),
         _stream(
@@ -205,6 +206,7 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             name=LOGS_STREAM,
             description="agent log lines, one message per invocation",
             subjects=["dagr.logs.>"],
+            allow_direct=True,
             max_age=7 * DAY_S,
         ),
         _stream(
@@ -212,6 +214,7 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             name=DEAD_STREAM,
             description="tasks that failed every attempt, with the error",
             subjects=["dagr.dead.>"],
+            allow_direct=True,
         ),
         _stream(
             layout,

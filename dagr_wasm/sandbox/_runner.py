@@ -328,10 +328,20 @@ def _classify(message: str, rec: Recorder, stage: str) -> GuestError:
         error_kind = ErrorKind.DENIED if kind == "denied" else ErrorKind.QUOTA
         if kind in ("denied", "quota-exceeded"):
             return GuestError(error_kind, f"unhandled refused host call: {why}")
-    tail = rec.stderr_tail()
-    if any("MemoryError" in line for line in tail):
+    exception = _guest_exception(rec.stderr_tail(lines=200))
+    if exception is not None and exception.split(":", 1)[0].endswith("MemoryError"):
         return GuestError(
             ErrorKind.MEMORY_LIMIT, f"ran out of memory (memory_bytes={rec.limits.memory_bytes})"
         )
-    detail = f" — {tail[-1]}" if tail else ""
+    detail = f" — {exception}" if exception else ""
     return GuestError(ErrorKind.TRAP, f"{reason}{detail}")
+
+
+def _guest_exception(stderr: list[str]) -> str | None:
+    """The exception line of the last Python traceback on stderr (componentize-py prints one, then
+    a Rust panic message, when an exception escapes ``handle``)."""
+    end = next((i for i in range(len(stderr) - 1, -1, -1) if "panicked at" in stderr[i]), len(stderr))
+    for line in reversed(stderr[:end]):
+        if line.strip() and not line.startswith((" ", "\t")) and not line.startswith("Traceback"):
+            return line.strip()
+    return None

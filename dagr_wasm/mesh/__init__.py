@@ -1,0 +1,31 @@
+"""The mesh: dagr on NATS JetStream. NATS only: nothing here imports wasmtime.
+
+``EmbeddedServer`` runs a nats-server for ``dagr up`` and tests; ``Mesh`` is a client's handle
+(deploy, spawn, status, results); ``Host`` pulls tasks, runs them through an ``Executor`` (the
+sandbox, given by whoever composes the two) and commits the outcomes exactly once.
+"""
+
+from ._client import ConnectOptions, Mesh, connect_nats
+from ._host import Executor, Host, HostConfig, HostStats
+from ._layout import LAYOUT_VERSION, Layout, ensure_layout
+from ._registry import Registry, SpecialistVersion
+from ._server import EmbeddedServer, ServerConfig, default_store_dir, find_nats_server
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "ConnectOptions",
+    "EmbeddedServer",
+    "Executor",
+    "Host",
+    "HostConfig",
+    "HostStats",
+    "Layout",
+    "Mesh",
+    "Registry",
+    "ServerConfig",
+    "SpecialistVersion",
+    "connect_nats",
+    "default_store_dir",
+    "ensure_layout",
+    "find_nats_server",
+]
