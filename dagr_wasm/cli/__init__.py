@@ -11,6 +11,7 @@ import typer
 
 from ..errors import DagrError
 from ._local import build_command, run_command
+from ._mesh import deploy_command, host_command, spawn_command, up_command
 from ._render import err_console
 
 __all__ = ["app", "entrypoint", "main"]
@@ -24,6 +25,10 @@ app = typer.Typer(
 )
 app.command("build")(build_command)
 app.command("run")(run_command)
+app.command("up")(up_command)
+app.command("host")(host_command)
+app.command("deploy")(deploy_command)
+app.command("spawn")(spawn_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,19 +175,15 @@ class Registry:
         return SpecialistVersion.from_json(json.loads(entry.value)) if entry else None
 
     async def list(self) -> list[SpecialistVersion]:
-        kv = await self._bucket()
+        prefix = f"$KV.{REGISTRY_BUCKET}."
         try:
-            keys = await kv.keys(filters=["spec.>"])
+            info = await self._js.stream_info(f"KV_{REGISTRY_BUCKET}", subjects_filter=f"{prefix}spec.>")
         except NotFoundError:
             return []
-        except Exception as exc:  # nats-py raises NoKeysError when the bucket is empty
-            if type(exc).__name__ == "NoKeysError":
-                return []
-            raise
         found = []
-        for key in sorted(keys):
-            entry = await self._entry(key)
-            if entry is not None:
+        for subject in sorted(info.state.subjects or {}):
+            entry = await self._entry(subject[len(prefix) :])
+            if entry is not None and entry.value:
                 found.append(SpecialistVersion.from_json(json.loads(entry.value)))
         return found
 

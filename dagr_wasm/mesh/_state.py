@@ -55,14 +55,14 @@ class StateReader:
 
     async def keys(self, kv_prefix: str) -> list[str]:
         """Every live key under ``kv_prefix`` (which ends with a dot)."""
-        kv = await self._js.key_value(STATE_BUCKET)
-        try:
-            found: list[str] = await kv.keys(filters=[f"{kv_prefix}>"])
-        except Exception as exc:  # nats-py raises NoKeysError for an empty result
-            if type(exc).__name__ == "NoKeysError":
-                return []
-            raise
-        return found
+        info = await self._js.stream_info(STATE_STREAM, subjects_filter=f"{KV_PREFIX}{kv_prefix}>")
+        subjects = sorted(info.state.subjects or {})
+        live = []
+        for subject in subjects:  # a deleted key keeps its delete marker as its last message
+            found = await self.raw(subject[len(KV_PREFIX) :])
+            if found is not None and not found[2]:
+                live.append(subject[len(KV_PREFIX) :])
+        return live
 
 
 class KvStateView:

@@ -328,8 +328,10 @@ def _classify(message: str, rec: Recorder, stage: str) -> GuestError:
         error_kind = ErrorKind.DENIED if kind == "denied" else ErrorKind.QUOTA
         if kind in ("denied", "quota-exceeded"):
             return GuestError(error_kind, f"unhandled refused host call: {why}")
-    exception = _guest_exception(rec.stderr_tail(lines=200))
-    if exception is not None and exception.split(":", 1)[0].endswith("MemoryError"):
+    stderr = rec.stderr_tail(lines=200)
+    exception = _guest_exception(stderr)
+    # Near the cap CPython may not manage a traceback, only a fatal dump naming MemoryError.
+    if any("MemoryError" in line for line in stderr[-40:]):
         return GuestError(
             ErrorKind.MEMORY_LIMIT, f"ran out of memory (memory_bytes={rec.limits.memory_bytes})"
         )

@@ -1,0 +1,219 @@
+"""Commands that talk to a deployment: ``up``, ``host``, ``deploy``, ``spawn``.
+
+This is also where the two halves meet: a host is the mesh's ``Host`` driving the sandbox's
+``Sandbox`` as its executor. Neither package imports the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ..build import build_agent
+from ..errors import PayloadError
+from ..manifest import MANIFEST_FILE, load_manifest
+from ..mesh import ConnectOptions, EmbeddedServer, Host, HostConfig, Mesh, ServerConfig, default_store_dir
+from ..paths import compiled_cache_dir
+from ..sandbox import Sandbox
+from ._render import err_console, print_json, stdout_console
+
+__all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
+
+T = TypeVar("T")
+
+EMBEDDED_URL = "nats://127.0.0.1:4222"
+
+NatsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--nats", envvar="NATS_URL", help="NATS server URL(s), comma-separated. Default: the `dagr up` one."
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
+
+
+def connect_options(nats_url: str | None, *, for_host: bool = False) -> ConnectOptions:
+    servers = tuple(u.strip() for u in (nats_url or EMBEDDED_URL).split(",") if u.strip())
+    return ConnectOptions(
+        servers=servers,
+        name=f"dagr-{'host' if for_host else 'cli'}@{socket.gethostname()}",
+        # A command should fail fast and say so; a host should ride out a restart of the server.
+        max_reconnect_attempts=-1 if for_host else 2,
+        connect_timeout_s=3.0,
+    )
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    async def runner() -> T:
+        return await main()
+
+    return asyncio.run(runner())
+
+
+async def serve_host(mesh: Mesh, *, concurrency: int, stop: asyncio.Event) -> Host:
+    """Run a host on ``mesh`` until ``stop`` is set, then stop it gracefully."""
+    sandbox = Sandbox(cache_dir=compiled_cache_dir())
+    host = Host(
+        mesh.nc,
+        mesh.js,
+        sandbox,
+        HostConfig(layout=mesh.layout, concurrency=concurrency, host_id=socket.gethostname()),
+    )
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(host.run())
+            await stop.wait()
+            await host.stop()
+    finally:
+        sandbox.close()
+    return host
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def up_command(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Where the server keeps its data (default: user data dir)."),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Client port of the embedded nats-server.")] = 4222,
+    monitor_port: Annotated[int, typer.Option("--monitor-port", help="Its HTTP monitoring port.")] = 8222,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Invocations in flight.")
+    ] = 8,
+    no_sync: Annotated[
+        bool,
+        typer.Option(
+            "--no-sync", help="Do not fsync before acking (faster; an acked write can be lost on power loss)."
+        ),
+    ] = False,
+) -> None:
+    """Start an embedded nats-server (JetStream) and a host, in the foreground. Ctrl-C stops both; data stays.
+
+    Example: dagr up
+    """
+    store = default_store_dir(data_dir)
+    server = EmbeddedServer(
+        config=ServerConfig(store_dir=store, port=port, monitor_port=monitor_port, sync_always=not no_sync)
+    )
+    server.start()
+    try:
+        err_console.print(
+            f"[green]nats-server[/green] {server.url} (JetStream in {store}"
+            f"{', fsync off' if no_sync else ''}); monitoring {server.monitor_url}"
+        )
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            _stop_on_signals(stop)
+            mesh = await Mesh.connect(connect_options(server.url, for_host=True))
+            try:
+                await mesh.ensure_layout()
+                err_console.print(f"[green]host[/green] running {concurrency} slots. Ctrl-C to stop.")
+                await serve_host(mesh, concurrency=concurrency, stop=stop)
+            finally:
+                await mesh.close()
+
+        run_async(main)
+        err_console.print("stopped; data kept in " + str(store))
+    finally:
+        server.stop()
+
+
+def host_command(
+    nats_url: NatsOption = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Invocations in flight.")
+    ] = 8,
+) -> None:
+    """Run a host for an existing NATS server or cluster, in the foreground. Ctrl-C stops it gracefully.
+
+    Example: dagr host --nats nats://10.0.0.5:4222 --concurrency 16
+    """
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        mesh = await Mesh.connect(connect_options(nats_url, for_host=True))
+        try:
+            err_console.print(f"[green]host[/green] on {nats_url or EMBEDDED_URL}, {concurrency} slots")
+            await serve_host(mesh, concurrency=concurrency, stop=stop)
+        finally:
+            await mesh.close()
+
+    run_async(main)
+
+
+def deploy_command(
+    agent: Annotated[Path, typer.Argument(help="An agent directory (built on the fly) or a built .wasm.")],
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="Its dagr.toml (default: AGENT/dagr.toml).")
+    ] = None,
+    nats_url: NatsOption = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Deploy an agent as a specialist: validate it, upload its module, register a new version.
+
+    Example: dagr deploy agents/stock-analyst
+    """
+    manifest_path = manifest or (agent / MANIFEST_FILE if agent.is_dir() else None)
+    if manifest_path is None:
+        raise PayloadError(
+            str(agent), "no manifest", hint="Pass --manifest dagr.toml with the agent's name and grants."
+        )
+    spec = load_manifest(manifest_path)
+    wasm_path = build_agent(agent).wasm if agent.is_dir() else agent
+    with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
+        # Refuse what no host could run, before anything is stored (this also warms this host's cache).
+        component = sandbox.load_file(wasm_path)
+    wasm = wasm_path.read_bytes()
+
+    async def main() -> Any:
+        async with await Mesh.connect(connect_options(nats_url)) as mesh:
+            return await mesh.deploy(spec, wasm)
+
+    version = run_async(main)
+    if json_out:
+        print_json(version.to_json())
+    else:
+        stdout_console.print(
+            f"deployed [bold]{version.name}[/bold] version {version.version} "
+            f"(module {component.digest[:12]}, {len(wasm) / 1e6:.1f} MB) on topic {version.topic}"
+        )
+
+
+def spawn_command(
+    name: Annotated[str, typer.Argument(help="The specialist to spawn.")],
+    context: Annotated[
+        str, typer.Option("--context", help="The start context (e.g. a task description).")
+    ] = "",
+    reply_to: Annotated[
+        str | None, typer.Option("--reply-to", help="Subject the result goes to (e.g. agents.main.results).")
+    ] = None,
+    nats_url: NatsOption = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Spawn a new instance of a specialist; prints its id.
+
+    Example: dagr spawn stock-analyst --context "Check GME sentiment on Reddit" --reply-to agents.main.results
+    """
+
+    async def main() -> str:
+        async with await Mesh.connect(connect_options(nats_url)) as mesh:
+            return await mesh.spawn(name, context, reply_to=reply_to)
+
+    instance = run_async(main)
+    if json_out:
+        print_json({"id": instance, "specialist": name, "reply_to": reply_to})
+    else:
+        stdout_console.print(instance)
