@@ -153,6 +153,37 @@ class Mesh:
         )
         return instance
 
+    async def send(
+        self,
+        specialist: str,
+        instance_id: str,
+        payload: bytes,
+        *,
+        subject: str = "",
+        reply_to: str | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """Deliver a ``message`` event to an instance (created on first use); returns the task id.
+
+        ``task_id`` makes the send idempotent: sending again with the same id delivers nothing new.
+        """
+        await self.registry.require(specialist)
+        task = Task(
+            task_id=task_id or f"msg-{new_instance_id()}",
+            kind="message",
+            instance_id=instance_id,
+            specialist=specialist,
+            root_id=instance_id,
+            reply_to=reply_to,
+            subject=subject or topic(specialist),
+            payload=payload,
+            created_ms=int(time.time() * 1000),
+        )
+        await self.js.publish(
+            topic(specialist), encode_task(task), headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id}
+        )
+        return task.task_id
+
     async def status(self, instance: str) -> dict[str, Any] | None:
         return await self._last(STATUS_STREAM, status_subject(instance))
 

@@ -134,6 +134,8 @@ class CommitContext:
     #: The grants in force for this invocation, passed down to children as ceilings.
     own_grants: Any = None
     limits: Any = None
+    #: Which host ran it (recorded in the logs, for operators and tests).
+    host: str = ""
 
 
 def status_doc(
@@ -168,6 +170,7 @@ def logs_payload(ctx: CommitContext, outcome: Outcome) -> bytes:
         {
             "task": ctx.task.task_id,
             "attempt": ctx.attempt,
+            "host": ctx.host,
             "at_ms": ctx.now_ms,
             "status": outcome.status.value,
             "error": str(outcome.error) if outcome.error else None,

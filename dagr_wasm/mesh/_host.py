@@ -357,6 +357,7 @@ class Host:
             child_versions={n: s.version for n, s in self._specs.items()},
             parent_suspended=bool(replies_to_parent) and await self._is_suspended(task.parent_id or ""),
             cursor_revision=inbox.cursor_revision,
+            host=self.config.host_id,
             own_grants=spec.grants,
             limits=spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits,
         )
@@ -364,7 +365,9 @@ class Host:
     async def _commit_final(
         self, task: Task, spec: SpecialistVersion, attempt: int, now_ms: int, outcome: Outcome
     ) -> None:
-        ctx = CommitContext(task=task, version=spec.version, attempt=attempt, now_ms=now_ms)
+        ctx = CommitContext(
+            task=task, version=spec.version, attempt=attempt, now_ms=now_ms, host=self.config.host_id
+        )
         parent_suspended = bool(task.parent_id) and await self._is_suspended(task.parent_id or "")
         await self._committer.commit(replace(ctx, parent_suspended=parent_suspended), outcome)
         self.stats.dead += 1
@@ -373,7 +376,13 @@ class Host:
         self, task: Task, spec: SpecialistVersion, attempt: int, outcome: Outcome
     ) -> None:
         """Logs and status of an attempt that will be retried; not a commit (nothing happened)."""
-        ctx = CommitContext(task=task, version=spec.version, attempt=attempt, now_ms=int(time.time() * 1000))
+        ctx = CommitContext(
+            task=task,
+            version=spec.version,
+            attempt=attempt,
+            now_ms=int(time.time() * 1000),
+            host=self.config.host_id,
+        )
         msg_id = f"{task.task_id}.a{attempt}"
         await self._js.publish(
             logs_subject(task.instance_id),

@@ -7,12 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from dagr_wasm.paths import compiled_cache_dir
 from dagr_wasm.sandbox import Sandbox
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    with Sandbox(cache_dir=tmp_path_factory.mktemp("compiled")) as sb:
+def sandbox() -> Iterator[Sandbox]:
+    """The session's sandbox, with the user's compiled cache: Python agents compile once, ever.
+
+    Safe to share: entries are content-addressed and sealed by this host (tests of the cache
+    itself use fresh directories).
+    """
+    with Sandbox(cache_dir=compiled_cache_dir()) as sb:
         yield sb
 
 
