@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import os
 import socket
+import subprocess
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -243,6 +244,25 @@ def test_config_is_validated(tmp_path: Path) -> None:
         ServerConfig(store_dir=tmp_path, server_name="has space")
     with pytest.raises(ValidationError):
         ServerConfig(store_dir=tmp_path, sync=False)  # type: ignore[call-arg]
+
+
+# -- host/ ----------------------------------------------------------------------------------------
+
+HOST_DIR = Path(__file__).resolve().parents[2] / "host"
+
+
+@pytest.mark.parametrize("conf", sorted(p.name for p in HOST_DIR.glob("*.conf")) or ["(none found)"])
+def test_host_configs_parse(conf: str) -> None:
+    # `-t` parses and checks the options without binding ports or touching the store dir.
+    result = subprocess.run(
+        [str(find_nats_server()), "-t", "-c", str(HOST_DIR / conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "is valid" in result.stdout + result.stderr
 
 
 # -- the cluster --------------------------------------------------------------------------------
