@@ -312,7 +312,8 @@ class EmbeddedServer:
             self._release_store_lock()
 
     def kill(self) -> None:
-        """SIGKILL, no shutdown: what a crash or power cut looks like to JetStream."""
+        """SIGKILL, no shutdown: a crash as JetStream sees it (not a power cut: the page cache
+        survives, so even ``sync_always=False`` loses nothing here)."""
         with self._mutex:
             self._kill_and_reap()
             self._release_store_lock()
