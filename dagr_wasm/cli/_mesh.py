@@ -7,6 +7,8 @@ This is also where the two halves meet: a host is the mesh's ``Host`` driving th
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -59,12 +61,9 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
 async def serve_host(mesh: Mesh, *, concurrency: int, stop: asyncio.Event) -> Host:
     """Run a host on ``mesh`` until ``stop`` is set, then stop it gracefully."""
     sandbox = Sandbox(cache_dir=compiled_cache_dir())
-    host = Host(
-        mesh.nc,
-        mesh.js,
-        sandbox,
-        HostConfig(layout=mesh.layout, concurrency=concurrency, host_id=socket.gethostname()),
-    )
+    host_id = f"{socket.gethostname()}:{os.getpid()}"
+    config = HostConfig(layout=mesh.layout, concurrency=concurrency, host_id=host_id)
+    host = Host(mesh.nc, mesh.js, sandbox, config)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(host.run())
@@ -72,6 +71,24 @@ async def serve_host(mesh: Mesh, *, concurrency: int, stop: asyncio.Event) -> Ho
             await host.stop()
     finally:
         sandbox.close()
+    stats = host.stats
+    # One parseable line, for operators and for the tests that count work across host processes.
+    err_console.print(
+        "host stopped: "
+        + json.dumps(
+            {
+                "host": host_id,
+                "invocations": stats.invocations,
+                "committed": stats.committed,
+                "replayed": stats.replayed,
+                "retried": stats.retried,
+                "dead": stats.dead,
+                "conflicts": stats.conflicts,
+                "per_specialist": stats.per_specialist,
+            }
+        ),
+        markup=False,
+    )
     return host
 
 

@@ -143,6 +143,8 @@ def _stream(layout: Layout, **config: Any) -> StreamConfig:
         "num_replicas": layout.replicas,
         "storage": layout.storage,
         "duplicate_window": DUPLICATE_WINDOW_S,
+        # Reads by subject (status, results, inbox, logs) are direct gets, served by any replica.
+        "allow_direct": True,
     }
     base.update(config)
     return StreamConfig(**base)
@@ -155,7 +157,6 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             name=f"KV_{STATE_BUCKET}",
             description="dagr agent state, commit markers and inbox cursors",
             subjects=[f"$KV.{STATE_BUCKET}.>"],
-            allow_direct=True,
             allow_rollup_hdrs=True,
             allow_msg_ttl=True,
             allow_atomic=True,
@@ -180,7 +181,6 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             name=INBOX_STREAM,
             description="replies from children, kept until read (cursor in dagr-state)",
             subjects=["dagr.inbox.>"],
-            allow_direct=True,
             max_age=30 * DAY_S,
         ),
         _stream(
@@ -189,7 +189,6 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             description="current status of every instance, and the spawn tree",
             subjects=["dagr.status.>", "dagr.tree.>"],
             max_msgs_per_subject=1,
-            allow_direct=True,
             max_age=30 * DAY_S,
         ),
         _stream(
@@ -198,7 +197,6 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             description="latest result of every instance",
             subjects=["dagr.result.>"],
             max_msgs_per_subject=1,
-            allow_direct=True,
             max_age=30 * DAY_S,
         ),
         _stream(
@@ -206,7 +204,6 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             name=LOGS_STREAM,
             description="agent log lines, one message per invocation",
             subjects=["dagr.logs.>"],
-            allow_direct=True,
             max_age=7 * DAY_S,
         ),
         _stream(
@@ -214,7 +211,6 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             name=DEAD_STREAM,
             description="tasks that failed every attempt, with the error",
             subjects=["dagr.dead.>"],
-            allow_direct=True,
         ),
         _stream(
             layout,

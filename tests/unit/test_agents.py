@@ -41,7 +41,7 @@ def invoke(
     sandbox: Sandbox,
     agents: dict[str, AgentComponent],
     name: str,
-    event: Start | Wake = Start(""),
+    event: Start | Wake | None = None,
     **extra: object,
 ) -> Outcome:
     manifest = load_manifest(ROOT / "agents" / name / "dagr.toml")
@@ -49,7 +49,7 @@ def invoke(
         task_id=f"test-{name}",
         instance_id=f"inst-{name}",
         specialist=manifest.name,
-        event=event,
+        event=event or Start(""),
         capabilities=Capabilities(own=manifest.grants),
         limits=manifest.limits,
         config_text=manifest.config_text,
@@ -181,7 +181,9 @@ def test_no_network(sandbox: Sandbox, agents: dict[str, AgentComponent]) -> None
     still_works(sandbox, agents)
 
 
-def test_no_environment(sandbox: Sandbox, agents: dict[str, AgentComponent], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_environment(
+    sandbox: Sandbox, agents: dict[str, AgentComponent], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DAGR_TEST_SECRET", "hunter2")
     result = value(invoke(sandbox, agents, "hostile-env"))
     assert result == {"environ": {}, "argv": [], "cwd": "/"}

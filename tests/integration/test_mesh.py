@@ -1,0 +1,152 @@
+"""The mesh against a real nats-server: spawn, state, suspend and wake, replies, retries, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import cbor2
+import pytest
+from conftest import RunHost
+from nats.js.errors import NotFoundError as JsNotFound
+
+from dagr_wasm.errors import NotFoundError
+from dagr_wasm.mesh import EmbeddedServer, Layout, Mesh, SpecialistVersion
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, timeout_s: float, what: str) -> None:
+    """Poll ``check`` until it holds; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def messages(mesh: Mesh, stream: str, subject: str) -> list[bytes]:
+    """Every message stored in ``stream`` on ``subject``, in order."""
+    found, seq = [], 0
+    while True:
+        try:
+            msg = await mesh.js.get_msg(stream, seq=seq + 1, subject=subject, next=True, direct=True)
+        except JsNotFound:
+            return found
+        seq = int(msg.seq or 0)
+        found.append(msg.data or b"")
+
+
+def reply_counts(replies: list[bytes]) -> list[int]:
+    """The counts in counter replies (each a CBOR reply envelope around the CBOR result), sorted."""
+    counts = []
+    for raw in replies:
+        envelope = cbor2.loads(raw)
+        assert envelope["error"] is None, envelope
+        counts.append(cbor2.loads(envelope["ok"])["count"])
+    return sorted(counts)
+
+
+async def result_value(mesh: Mesh, instance: str, timeout_s: float = 60) -> Any:
+    result = await mesh.result(instance, wait=True, timeout_s=timeout_s)
+    assert result is not None, f"no result from {instance} within {timeout_s} s"
+    assert result["error"] is None, result["error"]
+    return cbor2.loads(result["ok"])
+
+
+async def test_spawn_runs_an_instance_and_records_its_result(
+    mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
+) -> None:
+    await run_host(nats_server.url)
+    instance = await mesh.spawn("echo", "hello mesh")
+    assert await result_value(mesh, instance) == {"echo": "hello mesh"}
+    status = await mesh.status(instance)
+    assert status is not None
+    assert status["state"] == "finished"
+    logs = await mesh.logs(instance)
+    assert [record["status"] for record in logs] == ["ok"]
+
+
+async def test_spawning_an_unknown_specialist_is_refused(mesh: Mesh) -> None:
+    with pytest.raises(NotFoundError, match="no specialist named 'nobody'"):
+        await mesh.spawn("nobody", "x")
+
+
+async def test_a_parent_sees_all_ten_replies_when_it_wakes(
+    mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
+) -> None:
+    await run_host(nats_server.url, concurrency=8)
+    parent = await mesh.spawn("spawner", "10")
+    result = await result_value(mesh, parent)
+    assert result["replies"] == [{"echo": f"child {i}"} for i in range(10)]
+    children = result["children"]
+    assert len(set(children)) == 10
+    for child in children:
+        status = await mesh.status(child)
+        assert status is not None
+        assert (status["state"], status["parent"]) == ("finished", parent)
+    # The replies arrived while the parent slept: it suspended first, then woke once.
+    assert [record["status"] for record in await mesh.logs(parent)] == ["suspended", "ok"]
+
+
+async def test_state_stays_exact_under_concurrent_invocations_of_one_instance(
+    mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
+) -> None:
+    """Many hosts' worth of slots race on one counter: guarded writes and re-runs keep it exact."""
+    await run_host(nats_server.url, concurrency=8)
+    await run_host(nats_server.url, concurrency=8)
+    instance = f"counter-{uuid.uuid4().hex[:8]}"
+    replies = f"agents.main.test.{instance}"
+    for i in range(60):
+        await mesh.send("counter", instance, b"tick", reply_to=replies, task_id=f"{instance}-{i}")
+
+    async def all_replied() -> bool:
+        return len(await messages(mesh, "DAGR_AGENTS", replies)) >= 60
+
+    await eventually(all_replied, timeout_s=120, what="60 counter replies")
+    assert reply_counts(await messages(mesh, "DAGR_AGENTS", replies)) == list(range(1, 61))
+
+
+async def test_a_trapping_task_is_retried_then_dead_lettered_while_others_flow(
+    mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
+) -> None:
+    layout = Layout(max_attempts=3)
+    await run_host(nats_server.url, layout=layout, retry_backoff_s=(0.2, 0.4), concurrency=4)
+    doomed = await mesh.spawn("hostile-recursion", "")
+    others = [await mesh.spawn("echo", f"bystander {i}") for i in range(20)]
+    for i, instance in enumerate(others):
+        assert await result_value(mesh, instance) == {"echo": f"bystander {i}"}
+
+    result = await mesh.result(doomed, wait=True, timeout_s=60)
+    assert result is not None
+    assert result["error"].startswith("gave up: stack-overflow")
+    status = await mesh.status(doomed)
+    assert status is not None
+    assert (status["state"], status["attempt"]) == ("dead", 3)
+    attempts = await mesh.logs(doomed)
+    assert [record["attempt"] for record in attempts] == [1, 2, 3]
+    assert all("stack" in (record["error"] or "") for record in attempts)
+    dead = [
+        cbor2.loads(m)
+        for m in await messages(mesh, "DAGR_DEAD", f"dagr.dead.hostile-recursion.{status['task']}")
+    ]
+    assert len(dead) == 1
+    assert dead[0]["attempts"] == 3
+    assert dead[0]["kind"] == "stack-overflow"
+
+
+async def test_a_redeploy_makes_a_new_version_and_running_instances_keep_theirs(
+    mesh: Mesh, deployed: dict[str, SpecialistVersion]
+) -> None:
+    before = await mesh.registry.require("echo")
+    from dagr_wasm.manifest import Manifest
+
+    again = await mesh.registry.deploy(Manifest(name="echo", description="echo, redeployed"), None)
+    assert again.version == before.version + 1
+    assert again.digest == before.digest  # re-registering without a module keeps the module
+    pinned = await mesh.registry.version("echo", before.version)
+    assert pinned is not None
+    assert pinned.description == before.description
