@@ -200,15 +200,23 @@ class Mesh:
             await arrived.put(msg.data)
 
         subscription = await self.nc.subscribe(subject, cb=on_message)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
-            found = await self._last(RESULTS_STREAM, subject)
-            if found is not None:
-                return found
-            data = await asyncio.wait_for(arrived.get(), timeout=timeout_s)
-            decoded: dict[str, Any] = cbor2.loads(data)
-            return decoded
-        except TimeoutError:
-            return None
+            while True:
+                # Look in the stream on every round: JetStream stores a message a moment after it
+                # reaches core subscribers, so a result can slip between our subscribe and our look.
+                found = await self._last(RESULTS_STREAM, subject)
+                if found is not None:
+                    return found
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                try:
+                    data = await asyncio.wait_for(arrived.get(), timeout=min(0.2, remaining or 0.2))
+                except TimeoutError:
+                    continue
+                decoded: dict[str, Any] = cbor2.loads(data)
+                return decoded
         finally:
             await subscription.unsubscribe()
 

@@ -25,6 +25,7 @@ the last, so a host dying during the last attempt cannot strand a task in the st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -117,6 +118,7 @@ class Host:
         self._agents: dict[str, Any] = {}
         self._agent_locks: dict[str, asyncio.Lock] = {}
         self._pulling: set[str] = set()
+        self._instance_locks: dict[str, _InstanceLock] = {}
         self._active = 0
         self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -212,28 +214,30 @@ class Host:
         subscription = await self._js.pull_subscribe_bind(consumer_name(name), stream=tasks_stream(name))
         assert self._group is not None
         while not self._stopping.is_set():
+            # Wait for a free slot without holding it: an idle specialist's pull must not keep
+            # slots from a busy one while it waits for messages.
             await self._slots.acquire()
-            taken = 1
-            while taken < self.config.fetch_batch and not self._slots.locked():
-                await self._slots.acquire()
-                taken += 1
+            self._slots.release()
+            wanted = max(1, min(self.config.fetch_batch, self.config.concurrency - self._active))
             try:
-                messages = await subscription.fetch(taken, timeout=1.0)
+                messages = await subscription.fetch(wanted, timeout=1.0)
             except (NatsTimeout, TimeoutError):
-                messages = []
+                continue
             except Exception as exc:  # connection trouble: back off, keep the loop alive
                 _log.warning("fetch for %s failed: %r", name, exc)
-                messages = []
                 await asyncio.sleep(0.5)
-            for _ in range(taken - len(messages)):
-                self._slots.release()
+                continue
             for message in messages:
+                # Slots may have gone to other specialists meanwhile; a fetched task waits here,
+                # well within its ack_wait, for one of its own.
+                await self._slots.acquire()
                 self._group.create_task(self._handle(name, message))
         await subscription.unsubscribe()
 
     async def _handle(self, name: str, msg: Msg) -> None:
         self._active += 1
         self._idle.clear()
+        keepalive = asyncio.create_task(self._keep_alive(msg))
         try:
             await self._process(name, msg)
         except asyncio.CancelledError:
@@ -244,10 +248,20 @@ class Host:
             _log.warning("task on %s failed in the host (%r); retrying in %.1f s", name, exc, delay)
             await _quietly(msg.nak(delay=delay))
         finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
             self._active -= 1
             if not self._active:
                 self._idle.set()
             self._slots.release()
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tell the server we are still on the task, so a short ack_wait only bites dead hosts."""
+        interval = self.config.layout.ack_wait_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            await _quietly(msg.in_progress())
 
     def _backoff(self, attempt: int) -> float:
         delays = self.config.retry_backoff_s
@@ -301,6 +315,21 @@ class Host:
             return
 
         agent = await self._agent_for(spec)
+        # One invocation per instance at a time on this host: concurrent ones would only conflict on
+        # the instance's state and re-run. Other hosts may still race; the commit's guards settle it.
+        lock = self._instance_locks.setdefault(task.instance_id, _InstanceLock())
+        lock.users += 1
+        try:
+            async with lock.lock:
+                await self._invoke(name, msg, task, spec, agent, attempt, now_ms)
+        finally:
+            lock.users -= 1
+            if not lock.users:
+                self._instance_locks.pop(task.instance_id, None)
+
+    async def _invoke(
+        self, name: str, msg: Msg, task: Task, spec: SpecialistVersion, agent: Any, attempt: int, now_ms: int
+    ) -> None:
         # A hint for `dagr status`, not an effect: a core publish the status stream captures.
         running = status_doc(task, version=spec.version, state="running", attempt=attempt, now_ms=now_ms)
         await self._nc.publish(status_subject(task.instance_id), running)
@@ -433,6 +462,14 @@ class Host:
         )
         await msg.ack()
         self.stats.dead += 1
+
+
+class _InstanceLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 class _Stop(Exception):

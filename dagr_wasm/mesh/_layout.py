@@ -24,7 +24,7 @@ Buckets: ``dagr-state`` (KV, agent state, commit markers, inbox cursors; atomic 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -134,8 +134,9 @@ class Layout:
     storage: StorageType = StorageType.FILE
     #: Task attempts before a task goes to the dead-letter stream.
     max_attempts: int = 4
-    #: How long a host may hold a task before another host gets it.
-    ack_wait_s: float = 30.0
+    #: How long a task stays with a host that stopped answering for it. Working hosts send
+    #: progress every third of it, so this only bounds how long a crashed host's tasks wait.
+    ack_wait_s: float = 6.0
 
 
 def _stream(layout: Layout, **config: Any) -> StreamConfig:
@@ -225,7 +226,7 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     assert config.name is not None
     try:
-        await js.stream_info(config.name)
+        existing = await js.stream_info(config.name)
     except NotFoundError:
         try:
             await js.add_stream(config)
@@ -233,7 +234,20 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         except BadRequestError as exc:
             if exc.err_code != 10058:  # created meanwhile by another host: fall through and update
                 raise
+            existing = await js.stream_info(config.name)
+    # Replication is the deployment's choice, made when it was laid out: a host started with other
+    # settings must not change it.
+    config.num_replicas = existing.config.num_replicas
     await js.update_stream(config)
+
+
+async def deployment_replicas(js: JetStreamContext, layout: Layout) -> int:
+    """The replica count of this deployment: that of its registry, once it exists."""
+    try:
+        info = await js.stream_info(f"KV_{REGISTRY_BUCKET}")
+    except NotFoundError:
+        return layout.replicas
+    return info.config.num_replicas or layout.replicas
 
 
 async def ensure_layout(js: JetStreamContext, layout: Layout) -> None:
@@ -295,6 +309,8 @@ async def _check_version(registry: Any) -> None:
 async def ensure_specialist(js: JetStreamContext, layout: Layout, specialist: str) -> None:
     """The task stream of one specialist: its topic, plus its fired wakes sourced from schedules."""
     from nats.js.api import AckPolicy, ConsumerConfig
+
+    layout = replace(layout, replicas=await deployment_replicas(js, layout))
 
     await _ensure_stream(
         js,

@@ -82,6 +82,7 @@ async def run_host(sandbox: Sandbox) -> AsyncIterator[RunHost]:
 class HostProcess:
     proc: subprocess.Popen[bytes]
     log: Path
+    log_file: Any
 
     def kill(self) -> None:
         self.proc.kill()
@@ -109,15 +110,16 @@ def host_process(tmp_path: Path) -> Iterator[StartHostProcess]:
 
     def start(url: str, *, concurrency: int = 4) -> HostProcess:
         log = tmp_path / f"host-{len(started)}.log"
+        log_file = log.open("wb")
         dagr = Path(sys.executable).parent / "dagr"
         proc = subprocess.Popen(
             [str(dagr), "host", "--nats", url, "--concurrency", str(concurrency)],
-            stdout=log.open("wb"),
+            stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        started.append(HostProcess(proc, log))
+        started.append(HostProcess(proc, log, log_file))
         return started[-1]
 
     yield start
@@ -125,3 +127,4 @@ def host_process(tmp_path: Path) -> Iterator[StartHostProcess]:
         if host.proc.poll() is None:
             host.proc.kill()
             host.proc.wait(timeout=10)
+        host.log_file.close()

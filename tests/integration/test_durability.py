@@ -1,0 +1,146 @@
+"""Real processes, real crashes: hosts share work, die mid-stream, and the server itself is killed.
+
+Every host here is a `dagr host` process; crashes are SIGKILL. The checks are on what JetStream
+holds afterwards: exact counts, each reply exactly once, each wake exactly once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import cbor2
+import pytest
+from conftest import StartHostProcess, deploy_all
+from test_mesh import eventually, messages, reply_counts, stored
+
+from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Layout, Mesh, ServerConfig
+from dagr_wasm.mesh._cluster import LoopbackCluster
+from dagr_wasm.sandbox import Sandbox
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
+
+
+async def test_two_host_processes_share_a_specialists_tasks_and_each_task_runs_once(
+    mesh: Mesh, nats_server: EmbeddedServer, host_process: StartHostProcess
+) -> None:
+    hosts = [host_process(nats_server.url, concurrency=4) for _ in range(2)]
+    instances = [await mesh.spawn("echo", f"job {i}") for i in range(200)]
+    for instance in instances:
+        result = await mesh.result(instance, wait=True, timeout_s=120)
+        assert result is not None
+        assert result["error"] is None
+    ran_on: dict[str, int] = {}
+    for instance in instances:
+        records = await mesh.logs(instance)
+        assert len(records) == 1, f"{instance} committed {len(records)} times"
+        ran_on[records[0]["host"]] = ran_on.get(records[0]["host"], 0) + 1
+    stats = [host.stop() for host in hosts]
+    assert len(ran_on) == 2, f"only {ran_on} did work"
+    assert all(count > 0 for count in ran_on.values())
+    # No crash, so no task ran twice: the hosts' invocations add up to exactly the tasks.
+    assert sum(s["per_specialist"].get("echo", 0) for s in stats) == 200
+    assert sum(s["replayed"] for s in stats) == 0
+
+
+async def test_sigkill_of_a_host_mid_stream_loses_and_duplicates_nothing(
+    mesh: Mesh, nats_server: EmbeddedServer, host_process: StartHostProcess
+) -> None:
+    victim = host_process(nats_server.url, concurrency=4)
+    survivor = host_process(nats_server.url, concurrency=4)
+    instance = f"counter-{uuid.uuid4().hex[:8]}"
+    replies = f"agents.main.test.{instance}"
+    for i in range(500):
+        await mesh.send("counter", instance, b"tick", reply_to=replies, task_id=f"{instance}-{i}")
+
+    async def some_done() -> bool:
+        return await stored(mesh, "DAGR_AGENTS", replies) >= 100
+
+    await eventually(some_done, timeout_s=120, what="the first 100 replies")
+    victim.kill()  # SIGKILL, in the middle of the stream
+
+    async def all_done() -> bool:
+        return await stored(mesh, "DAGR_AGENTS", replies) >= 500
+
+    await eventually(all_done, timeout_s=300, what="all 500 replies after the crash")
+    assert reply_counts(await messages(mesh, "DAGR_AGENTS", replies)) == list(range(1, 501))
+    count = await mesh.js.get_msg("KV_dagr-state", subject=f"$KV.dagr-state.i.{instance}.count", direct=True)
+    assert cbor2.loads(count.data or b"") == 500
+    survivor.stop()
+
+
+async def test_suspended_agents_wake_once_with_their_state_after_everything_is_killed(
+    tmp_path: Path, built: dict[str, Path], sandbox: Sandbox, host_process: StartHostProcess
+) -> None:
+    server = EmbeddedServer(config=ServerConfig(store_dir=tmp_path / "nats"))
+    server.start()
+    try:
+        async with await Mesh.connect(ConnectOptions(servers=(server.url,))) as mesh:
+            await deploy_all(mesh, built, sandbox, ("sleeper",))
+        host = host_process(server.url, concurrency=8)
+        async with await Mesh.connect(
+            ConnectOptions(servers=(server.url,), max_reconnect_attempts=-1)
+        ) as mesh:
+            sleepers = [await mesh.spawn("sleeper", f"6 note-{i}") for i in range(100)]
+
+            async def all_suspended() -> bool:
+                states = [await mesh.status(s) for s in sleepers]
+                return all(st is not None and st["state"] == "suspended" for st in states)
+
+            await eventually(all_suspended, timeout_s=120, what="100 sleepers to suspend")
+
+        # Everything dies: the host, then the server, both by SIGKILL.
+        host.kill()
+        server.kill()
+        server.restart()
+        host_process(server.url, concurrency=8)
+
+        async with await Mesh.connect(ConnectOptions(servers=(server.url,))) as mesh:
+            for i, sleeper in enumerate(sleepers):
+                result = await mesh.result(sleeper, wait=True, timeout_s=120)
+                assert result is not None, f"sleeper {i} never woke"
+                assert cbor2.loads(result["ok"]) == {"note": f"note-{i}", "resume": "slept 6 s", "wakes": 1}
+                assert [r["status"] for r in await mesh.logs(sleeper)] == ["suspended", "ok"]
+    finally:
+        server.stop()
+
+
+async def test_r3_cluster_survives_the_stream_leader_being_killed_under_load(
+    tmp_path: Path, built: dict[str, Path], sandbox: Sandbox, host_process: StartHostProcess
+) -> None:
+    layout = Layout(replicas=3)
+    with LoopbackCluster(base_dir=tmp_path / "cluster") as cluster:
+        urls = cluster.urls
+        options = ConnectOptions(servers=tuple(urls), max_reconnect_attempts=-1)
+        async with await Mesh.connect(options, layout=layout) as mesh:
+            await deploy_all(mesh, built, sandbox, ("counter",))
+        hosts = [host_process(",".join(urls), concurrency=4) for _ in range(2)]
+        instance = f"counter-{uuid.uuid4().hex[:8]}"
+        replies = f"agents.main.test.{instance}"
+        async with await Mesh.connect(options, layout=layout) as mesh:
+            for i in range(300):
+                await mesh.send("counter", instance, b"tick", reply_to=replies, task_id=f"{instance}-{i}")
+
+            async def some_done() -> bool:
+                return await stored(mesh, "DAGR_AGENTS", replies) >= 60
+
+            await eventually(some_done, timeout_s=120, what="the first 60 replies")
+            info = await mesh.js.stream_info("DAGR_TASKS_counter")
+            assert info.config.num_replicas == 3
+            state_info = await mesh.js.stream_info("KV_dagr-state")
+            assert state_info.config.num_replicas == 3
+            assert info.cluster is not None
+            leader = info.cluster.leader
+            assert leader is not None
+            cluster.kill(leader)
+
+            async def all_done() -> bool:
+                try:
+                    return await stored(mesh, "DAGR_AGENTS", replies) >= 300
+                except Exception:  # the cluster is electing a new leader; ask again
+                    return False
+
+            await eventually(all_done, timeout_s=300, what="all 300 replies after the leader died")
+            assert reply_counts(await messages(mesh, "DAGR_AGENTS", replies)) == list(range(1, 301))
+        for host in hosts:
+            host.kill()
