@@ -17,7 +17,7 @@ from ..local import LocalState
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest
 from ..paths import compiled_cache_dir
 from ..policy import Capabilities, Limits
-from ..sandbox import Sandbox
+from ..sandbox import EngineSettings, Sandbox
 from ._render import err_console, outcome_json, print_json, render_outcome
 
 __all__ = ["build_command", "run_command"]
@@ -132,7 +132,8 @@ def run_command(
     else:
         wasm_path = agent
     local_state = LocalState(state)
-    with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
+    # The inner loop measures memory (hosts do not: it costs copy-on-write instantiation).
+    with Sandbox(cache_dir=compiled_cache_dir(), settings=EngineSettings(measure_memory=True)) as sandbox:
         component = sandbox.load_file(wasm_path)
         invocation = Invocation(
             task_id=uuid.uuid4().hex,

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 from wasmtime import Config, Engine
 
+from ._memory import MemoryMeter
+
 __all__ = ["EngineSettings", "EpochTicker", "build_engine"]
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
@@ -30,6 +32,8 @@ class EngineSettings:
     #: The wasm call stack a guest may use before it traps with a stack overflow.
     max_wasm_stack_bytes: int = 1024 * 1024
     cranelift_opt_level: str = "speed"
+    #: Own the linear memories to report ``peak_memory_bytes`` (slower instantiation; see _memory.py).
+    measure_memory: bool = False
 
     def fingerprint(self) -> str:
         """A stable digest of everything that changes what the compiler emits."""
@@ -44,7 +48,7 @@ class EngineSettings:
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def build_engine(settings: EngineSettings) -> Engine:
+def build_engine(settings: EngineSettings, *, meter: MemoryMeter | None = None) -> Engine:
     config = Config()
     config.wasm_component_model = True
     # Fuel bounds the instructions an invocation may execute, deterministically.
@@ -56,6 +60,8 @@ def build_engine(settings: EngineSettings) -> Engine:
     config.max_wasm_stack = settings.max_wasm_stack_bytes
     config.cranelift_opt_level = settings.cranelift_opt_level
     config.parallel_compilation = True
+    if meter is not None:
+        meter.install(config)
     # wasmtime's own compilation cache stays off (its default): compiled artifacts are cached by
     # dagr itself (sandbox/_cache.py), sealed under a host-local key.
     return Engine(config)

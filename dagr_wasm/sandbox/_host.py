@@ -39,6 +39,7 @@ from ..invocation import (
     child_instance_id,
 )
 from ..policy import WakeRefused, is_valid_subject, resolve_wake
+from ._memory import MeteredMemories
 
 __all__ = ["Recorder", "build_linker", "current_recorder", "reply_record", "wit_record"]
 
@@ -93,6 +94,8 @@ class Recorder:
         self.last_refusal: tuple[str, str] | None = None
         self.host_fault: str | None = None
         self.replies_read = False
+        #: Linear memory accounting, when the engine measures it.
+        self.memory: MeteredMemories | None = None
         self._partial: dict[str, str] = {"stdout": "", "stderr": ""}
 
     # -- accounting -------------------------------------------------------------------------

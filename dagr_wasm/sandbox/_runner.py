@@ -45,6 +45,7 @@ from ._host import (
     wasi_config,
     wit_record,
 )
+from ._memory import MemoryMeter, MeteredMemories
 
 __all__ = ["AgentComponent", "Sandbox"]
 
@@ -73,7 +74,8 @@ class Sandbox:
 
     def __init__(self, *, cache_dir: Path | None = None, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
-        self._engine = build_engine(self.settings)
+        self._meter = MemoryMeter(_current_memories) if self.settings.measure_memory else None
+        self._engine = build_engine(self.settings, meter=self._meter)
         self._ticker = EpochTicker(self._engine, tick_ms=self.settings.epoch_tick_ms)
         self._linker = build_linker(self._engine)
         self.cache = ComponentCache(
@@ -192,8 +194,11 @@ class Sandbox:
         store = Store(self._engine)
         if agent.needs_wasi:
             store.set_wasi(wasi_config(rec))
+        if self._meter is not None:
+            rec.memory = MeteredMemories(limits.memory_bytes)
         store.set_limits(
-            memory_size=limits.memory_bytes,
+            # Measuring: the meter enforces the memory limit itself, so it can see a refusal.
+            memory_size=-1 if rec.memory is not None else limits.memory_bytes,
             table_elements=limits.max_table_elements,
             instances=limits.max_instances,
             tables=limits.max_tables,
@@ -232,6 +237,7 @@ class Sandbox:
             "fuel_used": fuel_used,
             "wall_time_s": wall,
             "host_calls": rec.host_calls,
+            "peak_memory_bytes": rec.memory.peak_bytes if rec.memory is not None else None,
             "logs": tuple(rec.logs),
             "log_bytes_dropped": rec.log_bytes_dropped,
         }
@@ -252,6 +258,11 @@ class Sandbox:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _current_memories() -> MeteredMemories | None:
+    rec = current_recorder().get()
+    return rec.memory if rec is not None else None
 
 
 def _ticks(timeout_ms: int, tick_ms: int) -> int:
@@ -306,6 +317,12 @@ def _classify(message: str, rec: Recorder, stage: str) -> GuestError:
     if rec.suspended is not None or SUSPEND_TRAP in message:
         return GuestError(ErrorKind.TRAP, SUSPEND_TRAP)
     reason = _trap_reason(message)
+    if rec.memory is not None and rec.memory.refused is not None:
+        return GuestError(
+            ErrorKind.MEMORY_LIMIT,
+            f"asked for {rec.memory.refused} bytes of linear memory, "
+            f"over memory_bytes={rec.limits.memory_bytes}",
+        )
     if "all fuel consumed" in message:
         return GuestError(ErrorKind.OUT_OF_FUEL, f"ran out of fuel (limit {rec.limits.fuel})")
     if "wasm trap: interrupt" in message:

@@ -44,6 +44,7 @@ def test_counter_state_carries_over_between_runs(
         assert code == 0
         doc = json.loads(out)
         assert doc["status"] == "ok"
+        assert doc["peak_memory_bytes"] > 10_000_000  # a Python agent's heap, measured
         counts.append(doc["result"]["cbor"]["count"])
     assert counts == [1, 2, 3]
     saved = json.loads(state.read_text())

@@ -313,3 +313,40 @@ def test_publishes_exactly_at_the_limit_pass_one_more_is_refused(sandbox: Sandbo
     over = run(sandbox, agent, "xxx", limits=Limits(max_publishes=2), grants=grants)
     assert over.status is Status.FAILED
     assert over.failure is not None and "max_publishes=2" in over.failure
+
+
+# --- measured memory (the `dagr run` engine) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def measuring() -> object:
+    from dagr_wasm.sandbox import EngineSettings
+
+    with Sandbox(settings=EngineSettings(measure_memory=True)) as sandbox:
+        yield sandbox
+
+
+def test_measured_peak_memory_is_exact_and_a_refused_growth_is_named(measuring: Sandbox) -> None:
+    page = 65536
+    agent = build(measuring, GROW, pages=2)
+    limits = Limits(memory_bytes=6 * page)
+    at_limit = run(measuring, agent, "x" * 4, limits=limits)
+    assert at_limit.status is Status.OK
+    assert at_limit.peak_memory_bytes == 6 * page
+
+    over = run(measuring, agent, "x" * 5, limits=limits)
+    assert over.status is Status.FAILED  # the guest saw memory.grow fail and said so
+    assert over.peak_memory_bytes == 2 * page
+
+
+def test_measured_memory_over_the_limit_at_start_is_a_memory_limit_error(measuring: Sandbox) -> None:
+    page = 65536
+    agent = build(measuring, ECHO, pages=8)
+    out = run(measuring, agent, "ok", limits=Limits(memory_bytes=7 * page))
+    assert out.error is not None and out.error.kind is ErrorKind.MEMORY_LIMIT
+    assert f"asked for {8 * page} bytes" in out.error.message
+
+
+def test_hosts_do_not_measure(sandbox: Sandbox) -> None:
+    agent = build(sandbox, ECHO)
+    assert run(sandbox, agent, "x").peak_memory_bytes is None

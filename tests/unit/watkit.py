@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def core_module(
 
 
 def wasm_tools() -> str:
-    found = shutil.which("wasm-tools")
+    beside = Path(sys.executable).parent / "wasm-tools"
+    found = str(beside) if beside.is_file() else shutil.which("wasm-tools")
     if found is None:
         raise RuntimeError("wasm-tools not found: install the dev extra (pip install -e '.[dev]')")
     return found
