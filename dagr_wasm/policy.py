@@ -192,16 +192,29 @@ def resolve_wake(
     else:
         assert at_unix_ms is not None
         if at_unix_ms < now_unix_ms:
-            late_s = (now_unix_ms - at_unix_ms) / 1000
             raise WakeRefused(
-                "invalid", f"the wake time is {late_s:.3f} s in the past; give a future time or a delay"
+                "invalid",
+                f"the wake time is {_span(now_unix_ms - at_unix_ms)} in the past; "
+                "give a future time or a delay",
             )
         wake_at = at_unix_ms
     horizon_ms = max_suspend_s * 1000
     if wake_at - now_unix_ms > horizon_ms:
         raise WakeRefused(
             "denied",
-            f"the wake time is {(wake_at - now_unix_ms) / 1000:.0f} s ahead, beyond the granted horizon "
+            f"the wake time is {_span(wake_at - now_unix_ms)} ahead, beyond the granted horizon "
             f"of {max_suspend_s} s (grants.max_suspend_s)",
         )
     return wake_at
+
+
+def _span(ms: int) -> str:
+    """A duration as people read it: 3.250 s, 5 min, 2.5 h, 3 days."""
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.3f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.0f} days"

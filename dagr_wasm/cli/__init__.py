@@ -10,6 +10,18 @@ import sys
 import typer
 
 from ..errors import DagrError
+from ._admin import (
+    cancel_command,
+    dead_letters_command,
+    kv_command,
+    list_specialists_command,
+    logs_command,
+    register_specialist_command,
+    result_command,
+    start_command,
+    status_command,
+    suspend_command,
+)
 from ._local import build_command, run_command
 from ._mesh import deploy_command, host_command, spawn_command, up_command
 from ._render import err_console
@@ -29,6 +41,22 @@ app.command("up")(up_command)
 app.command("host")(host_command)
 app.command("deploy")(deploy_command)
 app.command("spawn")(spawn_command)
+app.command("start")(start_command)
+app.command("suspend")(suspend_command)
+app.command("status")(status_command)
+app.command("logs")(logs_command)
+app.command("result")(result_command)
+app.command("kv")(kv_command)
+app.command("cancel")(cancel_command)
+app.command("dead-letters")(dead_letters_command)
+
+register_app = typer.Typer(help="Register things with the deployment.", no_args_is_help=True)
+register_app.command("specialist")(register_specialist_command)
+app.add_typer(register_app, name="register")
+
+list_app = typer.Typer(help="List things in the deployment.", no_args_is_help=True)
+list_app.command("specialists")(list_specialists_command)
+app.add_typer(list_app, name="list")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,35 +20,17 @@ import typer
 from ..build import build_agent
 from ..errors import PayloadError
 from ..manifest import MANIFEST_FILE, load_manifest
-from ..mesh import ConnectOptions, EmbeddedServer, Host, HostConfig, Mesh, ServerConfig, default_store_dir
+from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, ServerConfig, default_store_dir
 from ..paths import compiled_cache_dir
 from ..sandbox import Sandbox
+from ._connect import Connection, NatsCreds, NatsUrl, TlsCa, TlsCert, TlsKey
 from ._render import err_console, print_json, stdout_console
 
 __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
 
 T = TypeVar("T")
 
-EMBEDDED_URL = "nats://127.0.0.1:4222"
-
-NatsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--nats", envvar="NATS_URL", help="NATS server URL(s), comma-separated. Default: the `dagr up` one."
-    ),
-]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
-
-
-def connect_options(nats_url: str | None, *, for_host: bool = False) -> ConnectOptions:
-    servers = tuple(u.strip() for u in (nats_url or EMBEDDED_URL).split(",") if u.strip())
-    return ConnectOptions(
-        servers=servers,
-        name=f"dagr-{'host' if for_host else 'cli'}@{socket.gethostname()}",
-        # A command should fail fast and say so; a host should ride out a restart of the server.
-        max_reconnect_attempts=-1 if for_host else 2,
-        connect_timeout_s=3.0,
-    )
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
@@ -84,6 +66,7 @@ async def serve_host(mesh: Mesh, *, concurrency: int, stop: asyncio.Event) -> Ho
                 "retried": stats.retried,
                 "dead": stats.dead,
                 "conflicts": stats.conflicts,
+                "dropped": stats.dropped,
                 "per_specialist": stats.per_specialist,
             }
         ),
@@ -133,7 +116,7 @@ def up_command(
         async def main() -> None:
             stop = asyncio.Event()
             _stop_on_signals(stop)
-            mesh = await Mesh.connect(connect_options(server.url, for_host=True))
+            mesh = await Mesh.connect(Connection(server.url).options(for_host=True))
             try:
                 await mesh.ensure_layout()
                 err_console.print(f"[green]host[/green] running {concurrency} slots. Ctrl-C to stop.")
@@ -148,22 +131,33 @@ def up_command(
 
 
 def host_command(
-    nats_url: NatsOption = None,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Invocations in flight.")
     ] = 8,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            "--replicas", min=1, max=5, help="Stream replicas if this host lays out a new deployment."
+        ),
+    ] = 1,
 ) -> None:
     """Run a host for an existing NATS server or cluster, in the foreground. Ctrl-C stops it gracefully.
 
-    Example: dagr host --nats nats://10.0.0.5:4222 --concurrency 16
+    Example: dagr host --nats nats://10.0.0.5:4222,nats://10.0.0.6:4222 --concurrency 16 --replicas 3
     """
+    options = Connection(nats_url, creds, tls_ca, tls_cert, tls_key).options(for_host=True)
 
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        mesh = await Mesh.connect(connect_options(nats_url, for_host=True))
+        mesh = await Mesh.connect(options, layout=Layout(replicas=replicas))
         try:
-            err_console.print(f"[green]host[/green] on {nats_url or EMBEDDED_URL}, {concurrency} slots")
+            err_console.print(f"[green]host[/green] on {', '.join(options.servers)}, {concurrency} slots")
             await serve_host(mesh, concurrency=concurrency, stop=stop)
         finally:
             await mesh.close()
@@ -176,7 +170,11 @@ def deploy_command(
     manifest: Annotated[
         Path | None, typer.Option("--manifest", help="Its dagr.toml (default: AGENT/dagr.toml).")
     ] = None,
-    nats_url: NatsOption = None,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Deploy an agent as a specialist: validate it, upload its module, register a new version.
@@ -196,7 +194,9 @@ def deploy_command(
     wasm = wasm_path.read_bytes()
 
     async def main() -> Any:
-        async with await Mesh.connect(connect_options(nats_url)) as mesh:
+        async with await Mesh.connect(
+            Connection(nats_url, creds, tls_ca, tls_cert, tls_key).options()
+        ) as mesh:
             return await mesh.deploy(spec, wasm)
 
     version = run_async(main)
@@ -217,7 +217,11 @@ def spawn_command(
     reply_to: Annotated[
         str | None, typer.Option("--reply-to", help="Subject the result goes to (e.g. agents.main.results).")
     ] = None,
-    nats_url: NatsOption = None,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Spawn a new instance of a specialist; prints its id.
@@ -226,7 +230,9 @@ def spawn_command(
     """
 
     async def main() -> str:
-        async with await Mesh.connect(connect_options(nats_url)) as mesh:
+        async with await Mesh.connect(
+            Connection(nats_url, creds, tls_ca, tls_cert, tls_key).options()
+        ) as mesh:
             return await mesh.spawn(name, context, reply_to=reply_to)
 
     instance = run_async(main)

@@ -29,8 +29,12 @@ from ..payload import to_tagged
 
 __all__ = ["err_console", "iso_ms", "outcome_json", "print_json", "render_outcome", "stdout_console"]
 
-stdout_console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output (an agent's bash tool, a script) gets wide lines instead of ids cut short with "…";
+# a terminal keeps its own width.
+stdout_console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
+err_console = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 240
+)
 
 
 def print_json(document: Any) -> None:

@@ -7,8 +7,10 @@ spawn, read status, results and logs. It never runs agents; hosts do (``_host.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -18,24 +20,33 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from ..errors import ConnectionFailure, PayloadError
+from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
-from ..policy import is_valid_subject
+from ..policy import WakeRefused, is_valid_subject, resolve_wake
+from ._commit import iso_at, status_doc
 from ._layout import (
+    DEAD_STREAM,
     LOGS_STREAM,
     RESULTS_STREAM,
+    SCHEDULES_STREAM,
     STATUS_STREAM,
     Layout,
     ensure_layout,
+    instance_key,
     logs_subject,
     result_subject,
+    sched_subject,
     status_subject,
     topic,
+    wake_subject,
 )
 from ._registry import Registry, SpecialistVersion
-from ._tasks import TASK_HEADER, Task, encode_task, new_instance_id
+from ._state import StateReader
+from ._tasks import TASK_HEADER, Task, decode_task, encode_task, new_instance_id, task_from_status
 
 __all__ = ["ConnectOptions", "Mesh", "connect_nats"]
 
@@ -148,6 +159,11 @@ class Mesh:
             context=context,
             created_ms=now_ms,
         )
+        # Queued before the task exists, so `dagr status` and `dagr cancel` know it at once.
+        queued = status_doc(task, version=task.version, state="queued", attempt=0, now_ms=now_ms)
+        await self.js.publish(
+            status_subject(instance), queued, headers={"Nats-Msg-Id": f"{task.task_id}.queued"}
+        )
         await self.js.publish(
             topic(specialist), encode_task(task), headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id}
         )
@@ -234,6 +250,183 @@ class Mesh:
             seq = int(msg.seq or 0)
             records.append(cbor2.loads(msg.data or b""))
         return records
+
+    async def all_logs(self, *, limit: int = 200) -> list[dict[str, Any]]:
+        """The last ``limit`` log records of every instance, oldest first."""
+        info = await self.js.stream_info(LOGS_STREAM)
+        records = []
+        for seq in range(max(info.state.first_seq, info.state.last_seq - limit + 1), info.state.last_seq + 1):
+            try:
+                msg = await self.js.get_msg(LOGS_STREAM, seq=seq, direct=True)
+            except NotFoundError:
+                continue
+            records.append(cbor2.loads(msg.data or b""))
+        return records
+
+    async def follow_logs(self, instance: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """New log records (of one instance, or of all) as they are stored, until cancelled."""
+        subject = logs_subject(instance) if instance else "dagr.logs.>"
+        subscription = await self.js.subscribe(
+            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+        )
+        try:
+            async for msg in subscription.messages:
+                yield cbor2.loads(msg.data or b"")
+        finally:
+            await subscription.unsubscribe()
+
+    async def statuses(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """The status of up to ``limit`` instances, most recently updated first."""
+        info = await self.js.stream_info(STATUS_STREAM, subjects_filter="dagr.status.*")
+        found = []
+        for subject in list(info.state.subjects or {}):
+            record = await self._last(STATUS_STREAM, subject)
+            if record is not None:
+                found.append(record)
+        found.sort(key=lambda r: r.get("updated_ms", 0), reverse=True)
+        return found[:limit]
+
+    async def children(self, instance: str) -> list[str]:
+        """The ids of the instances ``instance`` spawned, in spawn order."""
+        prefix = f"dagr.tree.{instance}."
+        info = await self.js.stream_info(STATUS_STREAM, subjects_filter=f"{prefix}*")
+        ordered = []
+        for subject in info.state.subjects or {}:
+            record = await self._last(STATUS_STREAM, subject)
+            key = (record.get("at_ms", 0), record.get("index", 0)) if record else (0, 0)
+            ordered.append((key, subject[len(prefix) :]))
+        return [child for _, child in sorted(ordered)]
+
+    async def tree(self, instance: str, *, max_depth: int = 8) -> dict[str, Any]:
+        """``instance``'s status with its descendants under ``children``."""
+        status = await self.status(instance) or {"id": instance, "state": "unknown"}
+        node = dict(status)
+        node["children"] = (
+            [await self.tree(child, max_depth=max_depth - 1) for child in await self.children(instance)]
+            if max_depth > 0
+            else []
+        )
+        return node
+
+    async def state_of(self, instance: str) -> dict[str, tuple[bytes, int]]:
+        """The instance's state: key -> (value, revision). Read-only."""
+        reader = StateReader(self.js)
+        base = instance_key(instance, "")
+        values = {}
+        for kv_key in await reader.keys(base):
+            entry = await reader.entry(kv_key)
+            if entry is not None and entry.value is not None:
+                values[kv_key[len(base) :]] = (entry.value, entry.revision)
+        return values
+
+    async def cancel(self, instance: str) -> dict[str, Any]:
+        """Cancel an instance: drop its pending wake, and have hosts drop its queued tasks."""
+        status = await self.require_status(instance)
+        with contextlib.suppress(NotFoundError):
+            await self.js.purge_stream(
+                SCHEDULES_STREAM, subject=sched_subject(status["specialist"], instance)
+            )
+        cancelled = {**status, "state": "cancelled", "updated_ms": int(time.time() * 1000)}
+        cancelled.pop("wake_at_ms", None)
+        await self.js.publish(status_subject(instance), cbor2.dumps(cancelled))
+        return cancelled
+
+    async def require_status(self, instance: str) -> dict[str, Any]:
+        status = await self.status(instance)
+        if status is None:
+            raise DagrNotFound("instance", instance, hint="`dagr status` lists the instances.")
+        return status
+
+    async def reschedule(self, instance: str, *, wake_at_ms: int, resume_context: str) -> dict[str, Any]:
+        """Move (or set) an instance's wake, by the same rules as ``lifecycle.suspend``."""
+        status = await self.require_status(instance)
+        if status["state"] in ("cancelled", "dead"):
+            raise PayloadError(f"instance {instance}", f"it is {status['state']}", hint="Spawn a new one.")
+        spec = (
+            await self.registry.version(status["specialist"], status["version"])
+            if status.get("version")
+            else None
+        )
+        spec = spec or await self.registry.require(status["specialist"])
+        now_ms = int(time.time() * 1000)
+        try:
+            wake_at = resolve_wake(
+                at_unix_ms=wake_at_ms,
+                after_ms=None,
+                now_unix_ms=now_ms,
+                max_suspend_s=spec.grants.max_suspend_s,
+            )
+        except WakeRefused as refusal:
+            raise PayloadError("--until", refusal.reason) from None
+        schedule = sched_subject(status["specialist"], instance)
+        try:
+            pending = await self.js.get_msg(SCHEDULES_STREAM, subject=schedule, direct=True)
+            wake = decode_task(
+                pending.data or b"", {TASK_HEADER: "1"}, specialist=status["specialist"], stream_seq=0,
+                stream=SCHEDULES_STREAM, now_ms=now_ms,
+            )  # fmt: skip
+        except NotFoundError:
+            wake = task_from_status(status, now_ms=now_ms)
+        wake = replace(wake, context=resume_context, task_id=f"{wake.task_id}r{now_ms}", created_ms=now_ms)
+        await self.js.publish(
+            schedule,
+            encode_task(wake),
+            headers={
+                "Nats-Schedule": f"@at {iso_at(wake_at)}",
+                "Nats-Schedule-Target": wake_subject(status["specialist"], instance),
+                TASK_HEADER: "1",
+            },
+        )
+        suspended = {**status, "state": "suspended", "wake_at_ms": wake_at, "updated_ms": now_ms}
+        await self.js.publish(status_subject(instance), cbor2.dumps(suspended))
+        return suspended
+
+    async def dead_letters(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """Dead-lettered tasks, oldest first: task, error, attempts, and the stream sequence."""
+        info = await self.js.stream_info(DEAD_STREAM)
+        records: list[dict[str, Any]] = []
+        seq = info.state.first_seq - 1
+        while len(records) < limit:
+            try:
+                msg = await self.js.get_msg(
+                    DEAD_STREAM, seq=seq + 1, subject="dagr.dead.>", next=True, direct=True
+                )
+            except NotFoundError:
+                break
+            seq = int(msg.seq or 0)
+            record = cbor2.loads(msg.data or b"")
+            record["seq"] = seq
+            record["subject"] = msg.subject
+            records.append(record)
+        return records
+
+    async def retry_dead(self, task_id: str) -> str:
+        """Re-queue a dead-lettered task as a new task (fresh attempts); returns the new task id."""
+        for record in await self.dead_letters():
+            if not str(record.get("subject", "")).endswith(f".{task_id}"):
+                continue
+            if "task" not in record:
+                raise PayloadError(
+                    f"dead letter {task_id}", "it is not a task (a malformed message); it cannot be retried"
+                )
+            specialist = str(record["subject"]).split(".")[2]
+            task = decode_task(
+                record["task"],
+                {TASK_HEADER: "1"},
+                specialist=specialist,
+                stream_seq=0,
+                stream=DEAD_STREAM,
+                now_ms=0,
+            )
+            retried = replace(task, task_id=f"{task.task_id}r{record['seq']}")
+            await self.js.publish(
+                topic(specialist),
+                encode_task(retried),
+                headers={TASK_HEADER: "1", "Nats-Msg-Id": retried.task_id},
+            )
+            await self.js.delete_msg(DEAD_STREAM, record["seq"])
+            return retried.task_id
+        raise DagrNotFound("dead letter", task_id, hint="`dagr dead-letters` lists them.")
 
     async def _last(self, stream: str, subject: str) -> dict[str, Any] | None:
         try:

@@ -154,6 +154,11 @@ def status_doc(
         "reply_to": task.reply_to,
         "depth": task.depth,
         "updated_ms": now_ms,
+        # Enough of the lineage to wake the instance from its status alone (`dagr suspend`).
+        "parent_specialist": task.parent_specialist,
+        "parent_version": task.parent_version,
+        "ceilings": [g.model_dump(mode="json") for g in task.ceilings],
+        "limit_ceiling": task.limit_ceiling.model_dump(mode="json") if task.limit_ceiling else None,
     }
     doc.update(extra)
     return cbor2.dumps(doc)
@@ -168,6 +173,8 @@ def _status(ctx: CommitContext, state: str, **extra: Any) -> bytes:
 def logs_payload(ctx: CommitContext, outcome: Outcome) -> bytes:
     return cbor2.dumps(
         {
+            "instance": ctx.task.instance_id,
+            "specialist": ctx.task.specialist,
             "task": ctx.task.task_id,
             "attempt": ctx.attempt,
             "host": ctx.host,
@@ -241,7 +248,12 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
                     task.task_id,
                     tree_subject(task.instance_id, effect.child_id),
                     cbor2.dumps(
-                        {"child": effect.child_id, "specialist": effect.specialist, "at_ms": ctx.now_ms}
+                        {
+                            "child": effect.child_id,
+                            "specialist": effect.specialist,
+                            "at_ms": ctx.now_ms,
+                            "index": spawn_index - 1,
+                        }
                     ),
                 )
                 outbox.add(

@@ -97,6 +97,7 @@ class HostStats:
     retried: int = 0
     dead: int = 0
     conflicts: int = 0
+    dropped: int = 0
     per_specialist: dict[str, int] = field(default_factory=dict)
 
 
@@ -301,7 +302,13 @@ class Host:
             return
         task = task.pinned(spec.version)
 
-        if task.kind == "reply" and await self._is_suspended(task.instance_id):
+        state = await self._state_of(task.instance_id)
+        if state == "cancelled":
+            # `dagr cancel`: its queued tasks are dropped, not run.
+            self.stats.dropped += 1
+            await msg.ack()
+            return
+        if task.kind == "reply" and state == "suspended":
             await self._park_reply(task)
             await msg.ack()
             return
@@ -430,15 +437,20 @@ class Host:
             status_subject(task.instance_id), status, headers={"Nats-Msg-Id": msg_id + ".status"}
         )
 
-    async def _is_suspended(self, instance: str) -> bool:
+    async def _state_of(self, instance: str) -> str | None:
+        """The instance's state in its status record (None: no record yet)."""
         try:
             msg = await self._js.get_msg(STATUS_STREAM, subject=status_subject(instance), direct=True)
         except NotFoundError:
-            return False
+            return None
         try:
-            return bool(cbor2.loads(msg.data or b"").get("state") == "suspended")
+            state = cbor2.loads(msg.data or b"").get("state")
         except (cbor2.CBORError, AttributeError):
-            return False
+            return None
+        return str(state) if state is not None else None
+
+    async def _is_suspended(self, instance: str) -> bool:
+        return await self._state_of(instance) == "suspended"
 
     async def _park_reply(self, task: Task) -> None:
         """A reply for a suspended instance waits in its inbox, to be read when it wakes."""

@@ -22,7 +22,15 @@ import cbor2
 from ..invocation import ChildReply, Event, Message, Reply, Start, Wake
 from ..policy import Grants, Limits
 
-__all__ = ["TASK_HEADER", "Task", "TaskError", "decode_task", "encode_task", "new_instance_id"]
+__all__ = [
+    "TASK_HEADER",
+    "Task",
+    "TaskError",
+    "decode_task",
+    "encode_task",
+    "new_instance_id",
+    "task_from_status",
+]
 
 TASK_HEADER = "Dagr-Task"
 _FORMAT = 1
@@ -183,6 +191,26 @@ def decode_task(
         raise
     except Exception as exc:  # any decoding or validation problem: the message is not a task
         raise TaskError(f"malformed task: {exc!r}") from None
+
+
+def task_from_status(status: dict[str, Any], *, now_ms: int) -> Task:
+    """A wake task for the instance a status record describes (its lineage is in the record)."""
+    return Task(
+        task_id=_derived_id(f"{status['task']}/wake/{now_ms}"),
+        kind="wake",
+        instance_id=str(status["id"]),
+        specialist=str(status["specialist"]),
+        version=status.get("version"),
+        parent_id=status.get("parent"),
+        parent_specialist=status.get("parent_specialist"),
+        parent_version=status.get("parent_version"),
+        root_id=str(status.get("root") or status["id"]),
+        reply_to=status.get("reply_to"),
+        ceilings=tuple(Grants.model_validate(g) for g in status.get("ceilings") or []),
+        limit_ceiling=Limits.model_validate(status["limit_ceiling"]) if status.get("limit_ceiling") else None,
+        created_ms=now_ms,
+        depth=int(status.get("depth", 0)),
+    )
 
 
 # Derived ids are hashes, not concatenations: an instance that suspends a thousand times must not

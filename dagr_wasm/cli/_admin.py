@@ -1,0 +1,547 @@
+"""The DAgR commands (start, register, list, suspend) and the ones for looking around (status, logs,
+result, kv, cancel, dead-letters). Thin: parse, call ``Mesh``, print (human or ``--json``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import cbor2
+import typer
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from ..build import build_agent
+from ..errors import PayloadError, UsageError
+from ..manifest import MANIFEST_FILE, Manifest, load_manifest, validate_manifest
+from ..mesh import Mesh
+from ..paths import compiled_cache_dir
+from ..payload import to_tagged
+from ..sandbox import Sandbox
+from ._connect import Connection, NatsCreds, NatsUrl, TlsCa, TlsCert, TlsKey
+from ._render import err_console, iso_ms, print_json, stdout_console
+
+__all__ = [
+    "cancel_command",
+    "dead_letters_command",
+    "kv_command",
+    "list_specialists_command",
+    "logs_command",
+    "register_specialist_command",
+    "result_command",
+    "start_command",
+    "status_command",
+    "suspend_command",
+]
+
+T = TypeVar("T")
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
+
+
+def _with_mesh(connection: Connection, action: Callable[[Mesh], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with await Mesh.connect(connection.options()) as mesh:
+            return await action(mesh)
+
+    return asyncio.run(main())
+
+
+def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
+    """A status/log record for --json: bytes become tagged payloads, times get ISO twins."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, bytes):
+            out[key] = to_tagged(value)
+        elif isinstance(value, dict):
+            out[key] = _jsonable(value)
+        elif isinstance(value, list):
+            out[key] = [_jsonable(v) if isinstance(v, dict) else v for v in value]
+        else:
+            out[key] = value
+        if key.endswith("_ms") and isinstance(value, int) and value > 10**12:
+            out[key.removesuffix("_ms") + "_at" if not key.endswith("at_ms") else key[:-3]] = iso_ms(value)
+    return out
+
+
+# --- start, register, list, suspend: the original DAgR commands -------------------------------------
+
+
+def start_command(
+    agent: Annotated[str, typer.Option("--agent", help="The specialist to start as the main agent.")],
+    context: Annotated[str, typer.Option("--context", help="Its start context.")] = "",
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Start a main agent instance; prints its id.
+
+    Example: dagr start --agent orchestrator
+    """
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+    instance = _with_mesh(connection, lambda mesh: mesh.spawn(agent, context))
+    if json_out:
+        print_json({"id": instance, "specialist": agent})
+    else:
+        stdout_console.print(instance)
+
+
+def register_specialist_command(
+    name: Annotated[str, typer.Option("--name", help="The specialist's name.")],
+    description: Annotated[str, typer.Option("--description", help="What it does (shown by list).")] = "",
+    topic: Annotated[str | None, typer.Option("--topic", help="Its task subject.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="File whose text the agent reads (config.get).")
+    ] = None,
+    module: Annotated[
+        Path | None,
+        typer.Option(
+            "--module", help="Its .wasm, or an agent directory to build. Default: ./agents/NAME if present."
+        ),
+    ] = None,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Register (or update) a specialist: name, description, topic, config text, and optionally its module.
+
+    Grants and limits come from the agent directory's dagr.toml when there is one. Without --module,
+    a specialist that already has a module keeps it, and ./agents/NAME is built and used if it exists.
+
+    Example: dagr register specialist --name stock-analyst --description "Analyzes stock market data"
+    --topic agents.specialist.stock-analyst --config ./agents/stock-analyst/config.md
+    """
+    agent_dir = module if module is not None and module.is_dir() else Path("agents") / name
+    base: dict[str, Any] = {}
+    if (agent_dir / MANIFEST_FILE).is_file():
+        found = load_manifest(agent_dir / MANIFEST_FILE)
+        base = {"grants": found.grants, "limits": found.limits, "description": found.description}
+    if config is not None:
+        try:
+            base["config_text"] = config.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PayloadError(f"--config {config}", f"cannot be read ({exc.__class__.__name__})") from None
+    fields: dict[str, Any] = {**base, "name": name}
+    if description:
+        fields["description"] = description
+    if topic:
+        fields["topic"] = topic
+    manifest: Manifest = validate_manifest(fields, source="the specialist's flags")
+    wasm_path: Path | None = None
+    if module is not None and not module.is_dir():
+        wasm_path = module
+    elif (agent_dir / "app.py").is_file():
+        err_console.print(f"[dim]building {agent_dir} ...[/dim]")
+        wasm_path = build_agent(agent_dir).wasm
+    wasm: bytes | None = None
+    if wasm_path is not None:
+        with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
+            sandbox.load_file(wasm_path)  # refuse what no host could run, before storing anything
+        wasm = wasm_path.read_bytes()
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+
+    async def register(mesh: Mesh) -> Any:
+        await mesh.ensure_layout()
+        return await mesh.registry.deploy(manifest, wasm)
+
+    version = _with_mesh(connection, register)
+    if json_out:
+        print_json(version.to_json())
+        return
+    module_note = f"module {version.digest[:12]}" if version.digest else "no module yet: deploy one to run it"
+    stdout_console.print(f"registered [bold]{version.name}[/bold] version {version.version} ({module_note})")
+
+
+def list_specialists_command(
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List the registered specialists.
+
+    Example: dagr list specialists
+    """
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+    specialists = _with_mesh(connection, lambda mesh: mesh.registry.list())
+    if json_out:
+        print_json({"specialists": [s.to_json() for s in specialists]})
+        return
+    if not specialists:
+        err_console.print("no specialists registered yet: `dagr deploy agents/NAME` registers one")
+    for spec in specialists:
+        stdout_console.print(
+            f"- {spec.name}: {json.dumps(spec.description, ensure_ascii=False)}", markup=False
+        )
+
+
+def parse_until(text: str) -> int:
+    """An ISO 8601 time as Unix milliseconds; a time without an offset is UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise PayloadError(
+            f"--until {text!r}", "not an ISO 8601 time", hint="Write it like 2026-01-22T18:00:00Z (UTC)."
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def suspend_command(
+    until: Annotated[str, typer.Option("--until", help="When to wake, ISO 8601; no offset means UTC.")],
+    resume_context: Annotated[
+        str, typer.Option("--resume-context", help="What the wake event carries.")
+    ] = "",
+    agent_id: Annotated[
+        str | None,
+        typer.Option("--agent-id", envvar="DAGR_AGENT_ID", help="The instance (default: $DAGR_AGENT_ID)."),
+    ] = None,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Reschedule an instance's wake (the same rules as the agent's own suspend).
+
+    Example: dagr suspend --until "2026-01-22T18:00:00" --resume-context "Check for stock analyst results"
+    """
+    if not agent_id:
+        raise UsageError("which instance? Give --agent-id ID or set DAGR_AGENT_ID")
+    wake_at = parse_until(until)
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+    status = _with_mesh(
+        connection, lambda mesh: mesh.reschedule(agent_id, wake_at_ms=wake_at, resume_context=resume_context)
+    )
+    if json_out:
+        print_json(_jsonable(status))
+    else:
+        stdout_console.print(f"{agent_id} wakes at {iso_ms(status['wake_at_ms'])} with {resume_context!r}")
+
+
+# --- looking around ------------------------------------------------------------------------------
+
+_STATE_STYLE = {
+    "queued": "dim",
+    "running": "bold blue",
+    "suspended": "cyan",
+    "finished": "green",
+    "failed": "yellow",
+    "retrying": "yellow",
+    "dead": "bold red",
+    "cancelled": "dim",
+}
+
+
+def describe(status: dict[str, Any]) -> Text:
+    state = str(status.get("state", "unknown"))
+    text = Text(state, style=_STATE_STYLE.get(state, ""))
+    if state == "suspended" and status.get("wake_at_ms"):
+        text.append(f" until {iso_ms(status['wake_at_ms'])}")
+    if status.get("error"):
+        text.append(f" — {status['error']}", style="dim")
+    return text
+
+
+def tree_view(node: dict[str, Any], tree: Tree | None = None) -> Tree:
+    label = (
+        Text(f"{node.get('id')} ", style="bold")
+        .append(f"{node.get('specialist', '?')} ")
+        .append(describe(node))
+    )
+    branch = Tree(label) if tree is None else tree.add(label)
+    for child in node.get("children", []):
+        tree_view(child, branch)
+    return branch
+
+
+def status_command(
+    instance: Annotated[
+        str | None, typer.Argument(help="An instance id: show it and its spawn tree.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many instances to list.")] = 50,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show instances and their state (running, suspended until when, finished, failed), or one spawn tree.
+
+    Example: dagr status 4c855474525b71512227
+    """
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+    if instance is not None:
+
+        async def one(mesh: Mesh) -> dict[str, Any]:
+            await mesh.require_status(instance)
+            return await mesh.tree(instance)
+
+        node = _with_mesh(connection, one)
+        if json_out:
+            print_json(_jsonable(node))
+        else:
+            stdout_console.print(tree_view(node))
+        return
+    statuses = _with_mesh(connection, lambda mesh: mesh.statuses(limit=limit))
+    if json_out:
+        print_json({"instances": [_jsonable(s) for s in statuses]})
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("instance", "specialist", "state", "updated", "parent"):
+        table.add_column(column)
+    for status in statuses:
+        table.add_row(
+            str(status.get("id")),
+            str(status.get("specialist")),
+            describe(status),
+            iso_ms(status["updated_ms"]) if status.get("updated_ms") else "",
+            str(status.get("parent") or ""),
+        )
+    stdout_console.print(table)
+
+
+def _print_log_record(instance: str, record: dict[str, Any]) -> None:
+    when = iso_ms(record["at_ms"]) if record.get("at_ms") else ""
+    head = f"{when} {instance[:12]} #{record.get('attempt', '?')} {record.get('status', '')}"
+    stdout_console.print(Text(head, style="dim"))
+    for level, message in record.get("lines", []):
+        style = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}.get(level, "")
+        stdout_console.print(Text(f"  [{level}] {message}", style=style))
+    if record.get("error"):
+        stdout_console.print(Text(f"  error: {record['error']}", style="red"))
+    if record.get("dropped_bytes"):
+        stdout_console.print(Text(f"  … {record['dropped_bytes']} log bytes dropped", style="dim"))
+
+
+def logs_command(
+    instance: Annotated[str | None, typer.Argument(help="An instance id (default: every instance).")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new records as they come.")
+    ] = False,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show agent logs: a record per invocation (lines, status, error). -f follows (JSON lines with --json).
+
+    Example: dagr logs 4c855474525b71512227 -f
+    """
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+
+    async def show(mesh: Mesh) -> None:
+        past = await mesh.logs(instance) if instance else await mesh.all_logs()
+        if json_out and not follow:
+            print_json({"instance": instance, "records": [_jsonable(r) for r in past]})
+            return
+        for record in past:
+            _emit(record)
+        if follow:
+            async for record in mesh.follow_logs(instance):
+                _emit(record)
+
+    def _emit(record: dict[str, Any]) -> None:
+        if json_out:
+            print(json.dumps(_jsonable(record), ensure_ascii=False), flush=True)
+        else:
+            _print_log_record(str(record.get("instance") or instance or "?"), record)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _with_mesh(connection, show)
+
+
+def result_command(
+    instance: Annotated[str, typer.Argument(help="An instance id.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result if there is none yet.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0, help="With --wait: give up after this many seconds.")
+    ] = None,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Print an instance's latest result (exit 1 if it failed, or if there is none by the timeout).
+
+    Example: dagr result 4c855474525b71512227 --wait --timeout 30
+    """
+    if timeout is not None and not wait:
+        raise UsageError("--timeout goes with --wait")
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+
+    async def fetch(mesh: Mesh) -> dict[str, Any] | None:
+        await mesh.require_status(instance)
+        return await mesh.result(instance, wait=wait, timeout_s=timeout)
+
+    result = _with_mesh(connection, fetch)
+    if result is None:
+        err_console.print(f"no result from {instance} {'within the timeout' if wait else 'yet'}")
+        raise typer.Exit(1)
+    if json_out:
+        print_json(_jsonable(result))
+    elif result.get("error") is not None:
+        err_console.print(f"[red]failed:[/red] {result['error']}")
+    else:
+        ok = result.get("ok") or b""
+        tagged = to_tagged(ok)
+        text = (
+            json.dumps(tagged["cbor"], indent=2, ensure_ascii=False) if "cbor" in tagged else tagged["base64"]
+        )
+        stdout_console.print(text, markup=False, highlight=False)
+    if result.get("error") is not None:
+        raise typer.Exit(1)
+
+
+def kv_command(
+    instance: Annotated[str, typer.Argument(help="An instance id.")],
+    key: Annotated[str | None, typer.Argument(help="One key (default: all of them).")] = None,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show an instance's state (read-only): keys, values, revisions.
+
+    Example: dagr kv 4c855474525b71512227 count
+    """
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+
+    async def read(mesh: Mesh) -> dict[str, tuple[bytes, int]]:
+        await mesh.require_status(instance)
+        return await mesh.state_of(instance)
+
+    state = _with_mesh(connection, read)
+    if key is not None:
+        if key not in state:
+            raise PayloadError(
+                f"key {key!r}",
+                f"instance {instance} has no such key",
+                hint=f"It has: {', '.join(state) or 'none'}.",
+            )
+        state = {key: state[key]}
+    if json_out:
+        print_json(
+            {"id": instance, "state": {k: {"revision": r, **to_tagged(v)} for k, (v, r) in state.items()}}
+        )
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("key", "value", "revision"):
+        table.add_column(column)
+    for name, (value, revision) in sorted(state.items()):
+        tagged = to_tagged(value)
+        shown = (
+            json.dumps(tagged["cbor"], ensure_ascii=False) if "cbor" in tagged else f"<{len(value)} bytes>"
+        )
+        table.add_row(name, shown, str(revision))
+    stdout_console.print(table)
+
+
+def cancel_command(
+    instance: Annotated[str, typer.Argument(help="An instance id.")],
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Cancel an instance: its pending wake is removed and its queued tasks are dropped by the hosts.
+
+    Example: dagr cancel 4c855474525b71512227
+    """
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+    status = _with_mesh(connection, lambda mesh: mesh.cancel(instance))
+    if json_out:
+        print_json(_jsonable(status))
+    else:
+        stdout_console.print(f"cancelled {instance}")
+
+
+def dead_letters_command(
+    retry: Annotated[
+        str | None, typer.Option("--retry", help="Re-queue this dead-lettered task (by task id).")
+    ] = None,
+    nats_url: NatsUrl = None,
+    creds: NatsCreds = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List tasks that failed every attempt, with their errors; --retry TASK re-queues one.
+
+    Example: dagr dead-letters --retry 7da10d38d389e2f9a620
+    """
+    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
+    if retry is not None:
+        new_task = _with_mesh(connection, lambda mesh: mesh.retry_dead(retry))
+        if json_out:
+            print_json({"retried": retry, "task": new_task})
+        else:
+            stdout_console.print(f"re-queued {retry} as task {new_task}")
+        return
+    records = _with_mesh(connection, lambda mesh: mesh.dead_letters())
+    rows = [_dead_row(r) for r in records]
+    if json_out:
+        print_json({"dead_letters": rows})
+        return
+    if not rows:
+        stdout_console.print("no dead letters")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("task", "specialist", "instance", "attempts", "when", "error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["task"],
+            row["specialist"],
+            row["instance"] or "",
+            str(row["attempts"] or ""),
+            row["at"] or "",
+            row["error"],
+        )
+    stdout_console.print(table)
+
+
+def _dead_row(record: dict[str, Any]) -> dict[str, Any]:
+    subject = str(record.get("subject", ""))
+    task: dict[str, Any] = {}
+    if isinstance(record.get("task"), bytes):
+        try:
+            task = cbor2.loads(record["task"])
+        except cbor2.CBORError:
+            task = {}
+    return {
+        "task": subject.rsplit(".", 1)[-1],
+        "specialist": subject.split(".")[2] if subject.count(".") >= 3 else "",
+        "instance": task.get("instance"),
+        "attempts": record.get("attempts"),
+        "kind": record.get("kind"),
+        "error": str(record.get("error", "")),
+        "at": iso_ms(record["at_ms"]) if record.get("at_ms") else None,
+        "seq": record.get("seq"),
+    }
