@@ -22,6 +22,7 @@ from ._admin import (
     status_command,
     suspend_command,
 )
+from ._demo import demo_command
 from ._local import build_command, run_command
 from ._mesh import deploy_command, host_command, spawn_command, up_command
 from ._render import err_console
@@ -35,6 +36,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+app.command("demo")(demo_command)
 app.command("build")(build_command)
 app.command("run")(run_command)
 app.command("up")(up_command)

@@ -40,7 +40,7 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(runner())
 
 
-async def serve_host(mesh: Mesh, *, concurrency: int, stop: asyncio.Event) -> Host:
+async def serve_host(mesh: Mesh, *, concurrency: int, stop: asyncio.Event, quiet: bool = False) -> Host:
     """Run a host on ``mesh`` until ``stop`` is set, then stop it gracefully."""
     sandbox = Sandbox(cache_dir=compiled_cache_dir())
     host_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -54,6 +54,8 @@ async def serve_host(mesh: Mesh, *, concurrency: int, stop: asyncio.Event) -> Ho
     finally:
         sandbox.close()
     stats = host.stats
+    if quiet:
+        return host
     # One parseable line, for operators and for the tests that count work across host processes.
     err_console.print(
         "host stopped: "

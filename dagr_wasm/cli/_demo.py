@@ -1,0 +1,226 @@
+"""``dagr demo``: the whole runtime in one command, on a fresh machine.
+
+It starts the embedded nats-server (or uses the one ``dagr up`` runs), builds and deploys the
+``orchestrator`` and ``stock-analyst`` agents from agents/, runs a host, starts the orchestrator,
+and shows the spawn tree live until the orchestrator publishes its report to
+``agents.main.results``; then the report. The data stays, so ``dagr up`` followed by ``dagr status``
+and ``dagr logs`` can explore what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import cbor2
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from ..build import build_agent
+from ..errors import ConnectionFailure, RuntimeFailure
+from ..manifest import load_manifest
+from ..mesh import EmbeddedServer, Mesh, ServerConfig, default_store_dir
+from ..paths import compiled_cache_dir, source_root
+from ..sandbox import Sandbox
+from ._admin import _jsonable, tree_view
+from ._connect import Connection
+from ._mesh import serve_host
+from ._render import err_console, print_json, stdout_console
+
+__all__ = ["demo_command"]
+
+AGENTS = ("stock-analyst", "orchestrator")
+REPORT_SUBJECT = "agents.main.results"
+_TERMINAL = {"finished", "failed", "dead", "cancelled"}
+
+
+def demo_command(
+    tickers: Annotated[
+        str, typer.Option("--tickers", help="Tickers for the orchestrator (default: all it knows).")
+    ] = "",
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where the embedded server keeps its data.")
+    ] = None,
+    port: Annotated[
+        int, typer.Option("--port", help="Client port of the embedded server (0: any free one).")
+    ] = 4222,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Give up after this many seconds.")
+    ] = 180.0,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="No live view; print one JSON document at the end.")
+    ] = False,
+) -> None:
+    """Run the demo: an orchestrator fans out to stock analysts, sleeps, wakes, aggregates, reports.
+
+    Example: dagr demo
+    """
+    agents_dir = source_root() / "agents"
+    missing = [name for name in AGENTS if not (agents_dir / name / "app.py").is_file()]
+    if missing:
+        raise RuntimeFailure(
+            f"the demo agents are not in {agents_dir} ({', '.join(missing)}); run from a checkout"
+        )
+    server: EmbeddedServer | None = None
+    url = _running_default(port)
+    if url is None:
+        server = EmbeddedServer(
+            config=ServerConfig(store_dir=default_store_dir(data_dir), port=port, monitor_port=0)
+        )
+        server.start()
+        url = server.url
+        _say(json_out, f"[green]nats-server[/green] {url} (JetStream in {server.store_dir})")
+    else:
+        _say(json_out, f"[green]using the running nats-server[/green] {url}")
+    try:
+        wasm = _build_and_check(agents_dir, quiet=json_out)
+        outcome = asyncio.run(
+            _run(url, agents_dir, wasm, tickers=tickers, timeout_s=timeout, json_out=json_out)
+        )
+    finally:
+        if server is not None:
+            server.stop()
+    if json_out:
+        print_json(outcome)
+        return
+    stdout_console.print()
+    _show_report(outcome["report"])
+    stdout_console.print(
+        f"\n[dim]instance {outcome['instance']}. Explore: `dagr up` (same data), then "
+        f"`dagr status {outcome['instance']}` and `dagr logs {outcome['instance']}`.[/dim]"
+    )
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        err_console.print(message)
+
+
+def _running_default(port: int) -> str | None:
+    """The URL of a server already listening on ``port`` (e.g. `dagr up`), if there is one."""
+    if port == 0:
+        return None
+
+    async def probe() -> bool:
+        try:
+            mesh = await Mesh.connect(Connection(f"nats://127.0.0.1:{port}").options())
+        except ConnectionFailure:
+            return False
+        await mesh.close()
+        return True
+
+    return f"nats://127.0.0.1:{port}" if asyncio.run(probe()) else None
+
+
+def _build_and_check(agents_dir: Path, *, quiet: bool) -> dict[str, bytes]:
+    """Build each agent (cached by source hash) and compile it once (cached on disk)."""
+    built: dict[str, bytes] = {}
+    with (
+        Sandbox(cache_dir=compiled_cache_dir()) as sandbox,
+        Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+            console=err_console, disable=quiet, transient=False,
+        ) as progress,
+    ):  # fmt: skip
+        for name in AGENTS:
+            task = progress.add_task(f"building {name} (componentize-py, ~15 s the first time)", total=None)
+            result = build_agent(agents_dir / name)
+            progress.update(task, description=f"compiling {name} (~10 s the first time)")
+            sandbox.load_file(result.wasm)
+            progress.update(
+                task, description=f"{name}: ready ({result.size_bytes / 1e6:.1f} MB)", total=1, completed=1
+            )
+            built[name] = result.wasm.read_bytes()
+    return built
+
+
+async def _run(
+    url: str, agents_dir: Path, wasm: dict[str, bytes], *, tickers: str, timeout_s: float, json_out: bool
+) -> dict[str, Any]:
+    async with await Mesh.connect(Connection(url).options()) as mesh:
+        for name in AGENTS:
+            version = await mesh.deploy(load_manifest(agents_dir / name / "dagr.toml"), wasm[name])
+            _say(json_out, f"[green]deployed[/green] {name} version {version.version}")
+        reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def on_report(msg: Any) -> None:
+            await reports.put(cbor2.loads(msg.data))
+
+        subscription = await mesh.nc.subscribe(REPORT_SUBJECT, cb=on_report)
+        stop = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as group:
+                host = group.create_task(serve_host(mesh, concurrency=8, stop=stop, quiet=True))
+                try:
+                    root = await mesh.spawn("orchestrator", tickers)
+                    report = await _watch(mesh, root, reports, timeout_s=timeout_s, live=not json_out)
+                    tree = await mesh.tree(root)
+                finally:
+                    stop.set()
+                await host
+        finally:
+            await subscription.unsubscribe()
+        return {"instance": root, "report": report, "tree": _jsonable(tree)}
+
+
+async def _watch(
+    mesh: Mesh, root: str, reports: asyncio.Queue[dict[str, Any]], *, timeout_s: float, live: bool
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    report: dict[str, Any] | None = None
+    settle_until = 0.0
+    with contextlib.ExitStack() as stack:
+        view = stack.enter_context(Live(console=stdout_console, refresh_per_second=8)) if live else None
+        while True:
+            tree = await mesh.tree(root)
+            if view is not None:
+                view.update(Group(Text("spawn tree", style="dim"), tree_view(tree)))
+            state = tree.get("state")
+            if report is not None and (state in _TERMINAL or time.monotonic() > settle_until):
+                return report  # the final tree is on screen
+            if state in _TERMINAL and state != "finished":
+                raise RuntimeFailure(f"the orchestrator ended {state}: {tree.get('error')}")
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"no report within {timeout_s:.0f} s; see `dagr logs {root}`")
+            if report is None:
+                try:
+                    report = await asyncio.wait_for(reports.get(), timeout=0.25)
+                    # The report and the final status travel in one commit: give the status a moment.
+                    settle_until = time.monotonic() + 2.0
+                except TimeoutError:
+                    continue
+            else:
+                await asyncio.sleep(0.1)
+
+
+_COLUMNS = (
+    ("ticker", "ticker"),
+    ("last_close", "last close"),
+    ("sma_20", "SMA 20"),
+    ("volatility_20d", "volatility"),
+    ("return_30d_pct", "30-day %"),
+    ("mentions", "posts"),
+    ("sentiment_mean", "sentiment"),
+    ("signal", "signal"),
+)
+
+
+def _show_report(report: dict[str, Any]) -> None:
+    rows = report.get("rows") or []
+    table = Table(title=f"report on {REPORT_SUBJECT} (data as of {report.get('as_of')})")
+    for _, title in _COLUMNS:
+        table.add_column(title, justify="left" if title in ("ticker", "signal") else "right")
+    for row in rows:
+        table.add_row(*(str(row.get(key, "")) for key, _ in _COLUMNS))
+    stdout_console.print(table)
+    for failure in report.get("failed") or []:
+        stdout_console.print(Text(f"{failure.get('ticker')}: {failure.get('error')}", style="red"))
+    if report.get("summary"):
+        stdout_console.print(Text(str(report["summary"])))
