@@ -1,0 +1,308 @@
+"""Every command of the CLI through its entry point, against a real server and a real host process.
+
+Happy paths with their --json output parsed; bad input with its message, exit code 2 (or 1 for
+a server that is down) and no change to what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HostProcess
+
+from dagr_wasm.cli import main
+from dagr_wasm.mesh import EmbeddedServer, SpecialistVersion
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def host(
+    nats_server: EmbeddedServer, deployed: dict[str, SpecialistVersion], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HostProcess]:
+    """One `dagr host` process for the module (the CLI commands run while this test's loop is idle)."""
+    log = tmp_path_factory.mktemp("cli-host") / "host.log"
+    log_file = log.open("wb")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagr"), "host", "--nats", nats_server.url, "--concurrency", "6"],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    yield HostProcess(proc, log, log_file)
+    proc.terminate()
+    proc.wait(timeout=60)
+    log_file.close()
+
+
+class Dagr:
+    def __init__(self, capsys: pytest.CaptureFixture[str], url: str) -> None:
+        self.capsys = capsys
+        self.url = url
+
+    def __call__(self, *args: str, nats: bool = True) -> tuple[int, str, str]:
+        argv = [*args, "--nats", self.url] if nats else list(args)
+        code = main(argv)
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str) -> Any:
+        code, out, err = self(*args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def dagr(capsys: pytest.CaptureFixture[str], nats_server: EmbeddedServer, host: HostProcess) -> Dagr:
+    return Dagr(capsys, nats_server.url)
+
+
+def wait_for_state(dagr: Dagr, instance: str, states: set[str], timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tree: dict[str, Any] = dagr.json("status", instance)
+        if tree["state"] in states:
+            return tree
+        assert time.monotonic() < deadline, f"{instance} stayed {tree['state']}"
+        time.sleep(0.1)
+
+
+def test_the_issues_commands_verbatim(dagr: Dagr) -> None:
+    code, out, err = dagr(
+        "register", "specialist", "--name", "stock-analyst",
+        "--description", "Analyzes stock market data and Reddit sentiment",
+        "--topic", "agents.specialist.stock-analyst", "--config", str(ROOT / "agents/stock-analyst/config.md"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "registered stock-analyst version" in out
+    dagr("deploy", str(ROOT / "agents/orchestrator"))
+
+    code, out, _ = dagr("list", "specialists")
+    assert code == 0
+    assert '- stock-analyst: "Analyzes stock market data and Reddit sentiment"' in out.splitlines()
+
+    code, out, _ = dagr("start", "--agent", "orchestrator")
+    assert code == 0
+    orchestrator = out.strip()
+    assert len(orchestrator) == 20
+
+    code, out, _ = dagr(
+        "spawn", "stock-analyst", "--context", "Check GME sentiment on Reddit", "--reply-to", "agents.main.results"
+    )
+    assert code == 0
+    analyst = out.strip()
+    result = dagr.json("result", analyst, "--wait", "--timeout", "60")
+    assert result["ok"]["cbor"]["ticker"] == "GME"
+
+    report = dagr.json("result", orchestrator, "--wait", "--timeout", "90")
+    assert {row["ticker"] for row in report["ok"]["cbor"]["rows"]} == {"GME", "AMC", "TSLA", "AAPL", "NVDA"}
+
+
+def test_list_and_status_as_json(dagr: Dagr) -> None:
+    specialists = dagr.json("list", "specialists")["specialists"]
+    names = {s["name"] for s in specialists}
+    assert {"echo", "counter", "spawner"} <= names
+    echo = next(s for s in specialists if s["name"] == "echo")
+    assert echo["topic"] == "agents.specialist.echo"
+    assert len(echo["digest"]) == 64
+
+    parent = dagr("spawn", "spawner", "--context", "2")[1].strip()
+    tree = wait_for_state(dagr, parent, {"finished"})
+    assert tree["specialist"] == "spawner"
+    assert [child["specialist"] for child in tree["children"]] == ["echo", "echo"]
+    assert all(child["state"] == "finished" for child in tree["children"])
+    listed = dagr.json("status", "--limit", "500")["instances"]
+    assert parent in {s["id"] for s in listed}
+
+
+def test_logs_result_and_kv(dagr: Dagr) -> None:
+    counter = dagr("start", "--agent", "counter")[1].strip()
+    result = dagr.json("result", counter, "--wait", "--timeout", "60")
+    assert result["ok"] == {"cbor": {"count": 1}}
+    assert result["error"] is None
+
+    code, out, _ = dagr("result", counter)
+    assert code == 0
+    assert json.loads(out) == {"count": 1}
+
+    logs = dagr.json("logs", counter)
+    assert [r["status"] for r in logs["records"]] == ["ok"]
+    assert logs["records"][0]["lines"] == [["info", "count is now 1"]]
+    code, out, _ = dagr("logs", counter)
+    assert "count is now 1" in out
+
+    state = dagr.json("kv", counter)
+    assert state["state"]["count"]["cbor"] == 1
+    code, out, _ = dagr("kv", counter, "count")
+    assert code == 0
+    assert "count" in out
+
+
+def test_logs_follow_prints_json_lines(nats_server: EmbeddedServer, host: HostProcess) -> None:
+    dagr_bin = str(Path(sys.executable).parent / "dagr")
+    counter = subprocess.run(
+        [dagr_bin, "start", "--agent", "counter", "--nats", nats_server.url], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    follower = subprocess.Popen(
+        [dagr_bin, "logs", counter, "-f", "--json", "--nats", nats_server.url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        assert first["instance"] == counter
+        assert first["lines"] == [["info", "count is now 1"]]
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+        if follower.stdout is not None:
+            follower.stdout.close()
+
+
+def test_suspend_reschedules_a_wake(dagr: Dagr, monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeper = dagr("spawn", "sleeper", "--context", "3600 nap")[1].strip()
+    wait_for_state(dagr, sleeper, {"suspended"})
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    monkeypatch.setenv("DAGR_AGENT_ID", sleeper)
+    status = dagr.json("suspend", "--until", soon, "--resume-context", "woken early")
+    assert status["state"] == "suspended"
+    result = dagr.json("result", sleeper, "--wait", "--timeout", "60")
+    assert result["ok"]["cbor"] == {"note": "nap", "resume": "woken early", "wakes": 1}
+
+
+def test_suspend_refuses_bad_times_and_changes_nothing(dagr: Dagr) -> None:
+    sleeper = dagr("spawn", "sleeper", "--context", "3600 nap")[1].strip()
+    before = wait_for_state(dagr, sleeper, {"suspended"})
+
+    code, _, err = dagr("suspend", "--until", "2026-01-22T18:00:00", "--resume-context", "x", "--agent-id", sleeper)
+    assert code == 2
+    assert "in the past" in err
+    code, _, err = dagr("suspend", "--until", "next tuesday", "--agent-id", sleeper)
+    assert code == 2
+    assert "not an ISO 8601 time" in err
+    code, _, err = dagr("suspend", "--until", "2999-01-01T00:00:00", "--agent-id", sleeper)
+    assert code == 2
+    assert "beyond the granted horizon" in err
+    code, _, err = dagr("suspend", "--until", "2999-01-01T00:00:00", "--agent-id", "nosuchinstance")
+    assert code == 2
+    assert "no instance named 'nosuchinstance'" in err
+
+    after = dagr.json("status", sleeper)
+    assert (after["state"], after["wake_at_ms"]) == (before["state"], before["wake_at_ms"])
+    dagr("cancel", sleeper)
+
+
+def test_suspend_needs_an_instance(dagr: Dagr, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGR_AGENT_ID", raising=False)
+    code, _, err = dagr("suspend", "--until", "2999-01-01T00:00:00")
+    assert code == 2
+    assert "DAGR_AGENT_ID" in err
+
+
+def test_cancel_drops_the_pending_wake(dagr: Dagr) -> None:
+    sleeper = dagr("spawn", "sleeper", "--context", "2 nap")[1].strip()
+    wait_for_state(dagr, sleeper, {"suspended"})
+    cancelled = dagr.json("cancel", sleeper)
+    assert cancelled["state"] == "cancelled"
+    time.sleep(3)  # past its wake time: a wake that fired would show as a result
+    code, _, _ = dagr("result", sleeper)
+    assert code == 1
+    assert dagr.json("status", sleeper)["state"] == "cancelled"
+
+
+def test_dead_letters_list_and_retry(dagr: Dagr) -> None:
+    doomed = dagr("spawn", "hostile-recursion")[1].strip()
+    wait_for_state(dagr, doomed, {"dead"}, timeout_s=120)
+    rows = dagr.json("dead-letters")["dead_letters"]
+    mine = [r for r in rows if r["instance"] == doomed]
+    assert len(mine) == 1
+    assert mine[0]["kind"] == "stack-overflow"
+    assert mine[0]["attempts"] == 4
+
+    retried = dagr.json("dead-letters", "--retry", mine[0]["task"])
+    assert retried["retried"] == mine[0]["task"]
+    assert mine[0]["task"] not in {r["task"] for r in dagr.json("dead-letters")["dead_letters"]}
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_unknown_specialist(dagr: Dagr) -> None:
+    for command in (["spawn", "nobody"], ["start", "--agent", "nobody"]):
+        code, _, err = dagr(*command)
+        assert code == 2
+        assert "no specialist named 'nobody'" in err
+
+
+def test_bad_reply_to_subject(dagr: Dagr) -> None:
+    code, _, err = dagr("spawn", "echo", "--reply-to", "agents.main.*")
+    assert code == 2
+    assert "not a valid NATS subject" in err
+
+
+def test_register_with_a_missing_config_file_stores_nothing(dagr: Dagr) -> None:
+    before = dagr.json("list", "specialists")
+    code, _, err = dagr("register", "specialist", "--name", "echo", "--config", "/nonexistent/config.md")
+    assert code == 2
+    assert "/nonexistent/config.md" in err
+    assert dagr.json("list", "specialists") == before
+
+
+def test_register_with_a_bad_name_stores_nothing(dagr: Dagr) -> None:
+    before = dagr.json("list", "specialists")
+    code, _, err = dagr("register", "specialist", "--name", "Not Valid")
+    assert code == 2
+    assert "is not a valid specialist name" in err
+    assert dagr.json("list", "specialists") == before
+
+
+def test_unknown_instance(dagr: Dagr) -> None:
+    for command in (["status", "nosuch"], ["result", "nosuch"], ["kv", "nosuch"], ["cancel", "nosuch"]):
+        code, _, err = dagr(*command)
+        assert code == 2, command
+        assert "no instance named 'nosuch'" in err
+
+
+def test_result_timeout_without_wait_is_a_usage_error(dagr: Dagr) -> None:
+    code, _, err = dagr("result", "x", "--timeout", "3")
+    assert code == 2
+    assert "--timeout goes with --wait" in err
+
+
+def test_server_down(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["list", "specialists"], ["spawn", "echo"], ["status"]):
+        code = main([*command, "--nats", "nats://127.0.0.1:1"])
+        _, err = capsys.readouterr()
+        assert code == 1
+        assert "cannot reach NATS at nats://127.0.0.1:1" in err
+        assert "dagr up" in err
+
+
+def test_missing_tls_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["status", "--nats", "nats://127.0.0.1:1", "--tls-ca", "/nonexistent/ca.pem"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "--tls-ca /nonexistent/ca.pem: no such file" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["start", "--help"], ["register", "specialist", "--help"], ["list", "specialists", "--help"],
+        ["spawn", "--help"], ["suspend", "--help"], ["status", "--help"], ["logs", "--help"],
+        ["result", "--help"], ["kv", "--help"], ["cancel", "--help"], ["dead-letters", "--help"],
+        ["up", "--help"], ["host", "--help"], ["deploy", "--help"], ["build", "--help"], ["run", "--help"],
+        ["demo", "--help"],
+    ],
+)  # fmt: skip
+def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    assert main(command) == 0
+    out, _ = capsys.readouterr()
+    assert "Example: dagr" in out
