@@ -1,29 +1,46 @@
 """An edge gateway that embeds a dagr host in its own process.
 
-PLANNED API: ``dagr_wasm.mesh`` does not export ``Host`` and ``connect`` yet; this script shows the
-shape they are being built to (see host/README.md) and does not run today.
+The gateway owns the device side (here a stand-in that yields sensor readings); dagr owns the
+agents. Each reading becomes a task for a specialist (``echo`` by default, so this runs against any
+deployment that has `dagr deploy agents/echo` done; point SPECIALIST at your own). The host in this
+process runs such tasks, and so does any other host on the mesh: the gateway works alone when it is
+cut off from the rest, and shares the load when it is not.
 
-The gateway owns the device side (here a stub that yields sensor readings); dagr owns the agents.
-Each reading becomes a task for the ``sensor-triage`` specialist. The Host in this process runs such
-tasks, and so does any other host on the mesh: the gateway works alone when it is offline from the
-rest, and shares the load when it is not.
+    NATS_URL=nats://127.0.0.1:4222 python host/edge_gateway.py
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
 
-from dagr_wasm.mesh import Host, Mesh, connect  # planned
+import cbor2
+
+from dagr_wasm.mesh import ConnectOptions, Host, HostConfig, Mesh
+from dagr_wasm.paths import compiled_cache_dir
+from dagr_wasm.sandbox import Sandbox
+
+SPECIALIST = os.environ.get("SPECIALIST", "echo")
 
 
 async def readings() -> AsyncIterator[dict[str, float]]:
     """Stand-in for the gateway's real input (Modbus, MQTT, a serial port, ...)."""
+    n = 0
     while True:
         await asyncio.sleep(1.0)
-        yield {"temperature_c": 21.5}
+        n += 1
+        yield {"sample": n, "temperature_c": 21.5 + (n % 5) / 10}
+
+
+async def feed(mesh: Mesh) -> None:
+    async for reading in readings():
+        instance = await mesh.spawn(SPECIALIST, json.dumps(reading))
+        result = await mesh.result(instance, wait=True, timeout_s=30)
+        answer = cbor2.loads(result["ok"]) if result and result.get("ok") else result
+        print(f"{reading} -> {answer}", flush=True)
 
 
 async def main() -> None:
@@ -32,20 +49,20 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    async def feed(mesh: Mesh) -> None:
-        async for reading in readings():
-            await mesh.spawn("sensor-triage", context=reading)
-
-    # An edge box is small: at most two agent instances at once, on worker threads. Leaving `Host`
-    # finishes or returns its in-flight invocations before the connection closes.
-    async with (
-        connect(os.environ.get("NATS_URL", "nats://127.0.0.1:4222")) as mesh,
-        Host(mesh, concurrency=2),
-        asyncio.TaskGroup() as tasks,
-    ):
-        feeder = tasks.create_task(feed(mesh))
-        await stop.wait()
-        feeder.cancel()
+    options = ConnectOptions(servers=(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),))
+    # An edge box is small: at most two agent instances at once, on worker threads. The sandbox
+    # compiles each module once and keeps it in this machine's cache.
+    with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
+        async with await Mesh.connect(options) as mesh, asyncio.TaskGroup() as tasks:
+            host = Host(mesh.nc, mesh.js, sandbox, HostConfig(concurrency=2, host_id="edge-gateway"))
+            serving = tasks.create_task(host.run())
+            await host.ready.wait()
+            feeder = tasks.create_task(feed(mesh))
+            await stop.wait()
+            feeder.cancel()
+            # Finishes or hands back its in-flight invocations before the connection closes.
+            await host.stop()
+            await serving
 
 
 if __name__ == "__main__":
