@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import watkit  # noqa: E402  (test tooling: builds WAT agents of the real world)
 from rich.console import Console  # noqa: E402

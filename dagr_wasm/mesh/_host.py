@@ -160,6 +160,10 @@ class Host:
                 _log.warning("%d invocations still running after %.0f s; handing them back",
                              self._active, self.config.drain_timeout_s)  # fmt: skip
 
+    def prepared(self, digest: str) -> bool:
+        """Whether the module ``digest`` is compiled and loaded on this host."""
+        return digest in self._agents
+
     # -- the registry ------------------------------------------------------------------------------
 
     async def _follow_registry(self) -> None:

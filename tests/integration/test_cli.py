@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def host(
-    nats_server: EmbeddedServer, deployed: dict[str, SpecialistVersion], tmp_path_factory: pytest.TempPathFactory
+    nats_server: EmbeddedServer,
+    deployed: dict[str, SpecialistVersion],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[HostProcess]:
     """One `dagr host` process for the module (the CLI commands run while this test's loop is idle)."""
     log = tmp_path_factory.mktemp("cli-host") / "host.log"
@@ -95,7 +97,12 @@ def test_the_issues_commands_verbatim(dagr: Dagr) -> None:
     assert len(orchestrator) == 20
 
     code, out, _ = dagr(
-        "spawn", "stock-analyst", "--context", "Check GME sentiment on Reddit", "--reply-to", "agents.main.results"
+        "spawn",
+        "stock-analyst",
+        "--context",
+        "Check GME sentiment on Reddit",
+        "--reply-to",
+        "agents.main.results",
     )
     assert code == 0
     analyst = out.strip()
@@ -149,10 +156,15 @@ def test_logs_result_and_kv(dagr: Dagr) -> None:
 def test_logs_follow_prints_json_lines(nats_server: EmbeddedServer, host: HostProcess) -> None:
     dagr_bin = str(Path(sys.executable).parent / "dagr")
     counter = subprocess.run(
-        [dagr_bin, "start", "--agent", "counter", "--nats", nats_server.url], capture_output=True, text=True, check=True
+        [dagr_bin, "start", "--agent", "counter", "--nats", nats_server.url],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     follower = subprocess.Popen(
-        [dagr_bin, "logs", counter, "-f", "--json", "--nats", nats_server.url], stdout=subprocess.PIPE, text=True
+        [dagr_bin, "logs", counter, "-f", "--json", "--nats", nats_server.url],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert follower.stdout is not None
@@ -181,7 +193,9 @@ def test_suspend_refuses_bad_times_and_changes_nothing(dagr: Dagr) -> None:
     sleeper = dagr("spawn", "sleeper", "--context", "3600 nap")[1].strip()
     before = wait_for_state(dagr, sleeper, {"suspended"})
 
-    code, _, err = dagr("suspend", "--until", "2026-01-22T18:00:00", "--resume-context", "x", "--agent-id", sleeper)
+    code, _, err = dagr(
+        "suspend", "--until", "2026-01-22T18:00:00", "--resume-context", "x", "--agent-id", sleeper
+    )
     assert code == 2
     assert "in the past" in err
     code, _, err = dagr("suspend", "--until", "next tuesday", "--agent-id", sleeper)
@@ -302,7 +316,23 @@ def test_missing_tls_file(capsys: pytest.CaptureFixture[str]) -> None:
         ["demo", "--help"],
     ],
 )  # fmt: skip
-def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+def test_every_command_has_help_with_an_example(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
     assert main(command) == 0
     out, _ = capsys.readouterr()
     assert "Example: dagr" in out
+
+
+def test_the_nats_cli_context_is_used_when_no_url_is_given(
+    dagr: Dagr, nats_server: EmbeddedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config"
+    (config / "nats" / "context").mkdir(parents=True)
+    (config / "nats" / "context.txt").write_text("dagr-test\n")
+    (config / "nats" / "context" / "dagr-test.json").write_text(json.dumps({"url": nats_server.url}))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    monkeypatch.delenv("NATS_URL", raising=False)
+    code, out, err = dagr("list", "specialists", nats=False)
+    assert code == 0, err
+    assert "- echo: " in out

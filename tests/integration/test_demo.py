@@ -20,16 +20,28 @@ pytestmark = pytest.mark.slow
 
 def reference_module() -> ModuleType:
     """The independent computation of the analyst's figures, shared with the unit tests."""
-    spec = importlib.util.spec_from_file_location("demo_reference", ROOT / "tests" / "unit" / "test_demo_agents.py")
+    spec = importlib.util.spec_from_file_location(
+        "demo_reference", ROOT / "tests" / "unit" / "test_demo_agents.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_demo_runs_end_to_end_and_reports_figures_from_the_data(tmp_path: Path, built: dict[str, Path]) -> None:
+def test_demo_runs_end_to_end_and_reports_figures_from_the_data(
+    tmp_path: Path, built: dict[str, Path]
+) -> None:
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "dagr"), "demo", "--port", "0", "--data-dir", str(tmp_path), "--json"],
+        [
+            str(Path(sys.executable).parent / "dagr"),
+            "demo",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            "--json",
+        ],
         capture_output=True,
         text=True,
         timeout=600,

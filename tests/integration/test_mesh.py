@@ -10,10 +10,12 @@ from typing import Any
 
 import cbor2
 import pytest
+import watkit
 from conftest import RunHost
 from nats.js.errors import NotFoundError as JsNotFound
 
 from dagr_wasm.errors import NotFoundError
+from dagr_wasm.manifest import Manifest
 from dagr_wasm.mesh import EmbeddedServer, Layout, Mesh, SpecialistVersion
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -148,11 +150,43 @@ async def test_a_redeploy_makes_a_new_version_and_running_instances_keep_theirs(
     mesh: Mesh, deployed: dict[str, SpecialistVersion]
 ) -> None:
     before = await mesh.registry.require("echo")
-    from dagr_wasm.manifest import Manifest
-
     again = await mesh.registry.deploy(Manifest(name="echo", description="echo, redeployed"), None)
     assert again.version == before.version + 1
     assert again.digest == before.digest  # re-registering without a module keeps the module
     pinned = await mesh.registry.version("echo", before.version)
     assert pinned is not None
     assert pinned.description == before.description
+
+
+async def test_a_specialist_deployed_after_the_host_started_is_compiled_on_deploy_and_served(
+    mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
+) -> None:
+    host = await run_host(nats_server.url)
+    marker = uuid.uuid4().hex[:8]
+    # A module no host has seen: a WAT echo with a unique constant in it.
+    body = f"(drop (i32.const 0x{marker})) (call $ok (local.get $p1) (local.get $p2))"
+    wasm = watkit.component(body)
+    name = f"late-{marker}"
+    version = await mesh.deploy(Manifest(name=name, description="deployed after the host started"), wasm)
+    assert version.digest is not None
+
+    async def compiled() -> bool:
+        return host.prepared(version.digest or "")
+
+    await eventually(compiled, timeout_s=30, what="the host to compile the new module before any task")
+    instance = await mesh.spawn(name, "hello late")
+    result = await mesh.result(instance, wait=True, timeout_s=30)
+    assert result is not None
+    assert result["ok"] == b"hello late"
+
+
+async def test_stopping_a_host_finishes_or_hands_back_its_work(
+    mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
+) -> None:
+    first = await run_host(nats_server.url, concurrency=4)
+    instances = [await mesh.spawn("echo", f"handover {i}") for i in range(40)]
+    await first.stop()  # mid-stream: some done, some in flight, most still queued
+    await run_host(nats_server.url, concurrency=4)
+    for i, instance in enumerate(instances):
+        assert await result_value(mesh, instance) == {"echo": f"handover {i}"}
+        assert len(await mesh.logs(instance)) == 1

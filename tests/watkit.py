@@ -26,7 +26,7 @@ from pathlib import Path
 
 from wasmtime import wat2wasm
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 WIT = ROOT / "wit"
 _CACHE = Path(tempfile.gettempdir()) / "dagr-test-wat"
 
