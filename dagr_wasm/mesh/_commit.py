@@ -38,6 +38,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from ..errors import CommitConflict, RuntimeFailure
 from ..invocation import ChildReply, Outcome, Publish, RepliesConsumed, Spawn, Status
+from ..policy import Grants, Limits
 from ._layout import (
     MARKER_TTL_S,
     STATE_BUCKET,
@@ -48,6 +49,7 @@ from ._layout import (
     marker_key,
     result_subject,
     sched_subject,
+    state_key,
     status_subject,
     topic,
     tree_subject,
@@ -132,8 +134,8 @@ class CommitContext:
     #: The inbox cursor's revision when the invocation read its replies (0: never written).
     cursor_revision: int = 0
     #: The grants in force for this invocation, passed down to children as ceilings.
-    own_grants: Any = None
-    limits: Any = None
+    own_grants: Grants | None = None
+    limits: Limits | None = None
     #: Which host ran it (recorded in the logs, for operators and tests).
     host: str = ""
 
@@ -351,16 +353,14 @@ class Committer:
         self,
         ctx: CommitContext,
         outcome: Outcome,
-        *,
-        kv_key_of: Any = None,
     ) -> bool:
         """Commit ``outcome`` of ``ctx.task``. True if it was committed now, False if it had been.
 
-        ``kv_key_of(scope, key)`` maps the sandbox's state keys to bucket keys. Raises
+        Raises
         ``CommitConflict`` (re-run the task) or ``RuntimeFailure`` (NATS trouble: retry later).
         """
         outbox = plan_outbox(ctx, outcome)
-        state_msgs = self._state_messages(ctx, outcome, kv_key_of) if outcome.committable else []
+        state_msgs = self._state_messages(ctx, outcome) if outcome.committable else []
         marker = marker_key(ctx.task.task_id)
         fresh = await (
             self._batch(ctx, state_msgs, marker, outbox) if state_msgs else self._mark(marker, outbox)
@@ -382,7 +382,7 @@ class Committer:
         return True
 
     def _state_messages(
-        self, ctx: CommitContext, outcome: Outcome, kv_key_of: Any
+        self, ctx: CommitContext, outcome: Outcome
     ) -> list[tuple[str, bytes, dict[str, str]]]:
         read = {(scope, key): rev for scope, key, rev in outcome.reads}
         messages = []
@@ -392,7 +392,8 @@ class Committer:
                 headers[_ELSS] = str(read[(scope, key)])
             if value is None:
                 headers["KV-Operation"] = "DEL"
-            messages.append((KV_PREFIX + kv_key_of(scope, key), value or b"", headers))
+            bucket_key = state_key(scope, key, instance=ctx.task.instance_id, specialist=ctx.task.specialist)
+            messages.append((KV_PREFIX + bucket_key, value or b"", headers))
         consumed = [e for e in outcome.effects if isinstance(e, RepliesConsumed)]
         if consumed and consumed[0].seqs:
             messages.append(

@@ -376,7 +376,7 @@ class Host:
                 return
             ctx = await self._context(task, spec, attempt, outcome, inbox)
             try:
-                await self._committer.commit(ctx, outcome, kv_key_of=view.kv_key)
+                await self._committer.commit(ctx, outcome)
             except CommitConflict:
                 self.stats.conflicts += 1
                 continue

@@ -118,6 +118,11 @@ def specialist_key(specialist: str, key: str) -> str:
     return f"s.{specialist}.{key}"
 
 
+def state_key(scope: str, key: str, *, instance: str, specialist: str) -> str:
+    """The bucket key of an agent's state key in ``scope``."""
+    return instance_key(instance, key) if scope == "instance" else specialist_key(specialist, key)
+
+
 def marker_key(task_id: str) -> str:
     return f"x.{task_id}"
 

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from ..invocation import ChildReply, Scope, StateEntry, StateUnavailable
-from ._layout import INBOX_STREAM, STATE_BUCKET, cursor_key, inbox_subject, instance_key, specialist_key
+from ._layout import INBOX_STREAM, STATE_BUCKET, cursor_key, inbox_subject, state_key
 from ._tasks import TaskError, decode_reply
 
 __all__ = ["KvStateView", "LazyInbox", "StateReader"]
@@ -81,11 +81,7 @@ class KvStateView:
         self._specialist = specialist
 
     def kv_key(self, scope: Scope, key: str) -> str:
-        return (
-            instance_key(self._instance, key)
-            if scope == "instance"
-            else specialist_key(self._specialist, key)
-        )
+        return state_key(scope, key, instance=self._instance, specialist=self._specialist)
 
     def _wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
