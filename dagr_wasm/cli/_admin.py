@@ -25,7 +25,7 @@ from ..mesh import Mesh
 from ..paths import compiled_cache_dir
 from ..payload import to_tagged
 from ..sandbox import Sandbox
-from ._connect import Connection, NatsCreds, NatsUrl, TlsCa, TlsCert, TlsKey
+from ._connect import Connection, with_connection
 from ._render import err_console, iso_ms, print_json, stdout_console
 
 __all__ = [
@@ -73,21 +73,18 @@ def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
 # --- start, register, list, suspend: the original DAgR commands -------------------------------------
 
 
+@with_connection
 def start_command(
     agent: Annotated[str, typer.Option("--agent", help="The specialist to start as the main agent.")],
     context: Annotated[str, typer.Option("--context", help="Its start context.")] = "",
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Start a main agent instance; prints its id.
 
     Example: dagr start --agent orchestrator
     """
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
     instance = _with_mesh(connection, lambda mesh: mesh.spawn(agent, context))
     if json_out:
         print_json({"id": instance, "specialist": agent})
@@ -95,6 +92,7 @@ def start_command(
         stdout_console.print(instance)
 
 
+@with_connection
 def register_specialist_command(
     name: Annotated[str, typer.Option("--name", help="The specialist's name.")],
     description: Annotated[str, typer.Option("--description", help="What it does (shown by list).")] = "",
@@ -108,12 +106,9 @@ def register_specialist_command(
             "--module", help="Its .wasm, or an agent directory to build. Default: ./agents/NAME if present."
         ),
     ] = None,
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Register (or update) a specialist: name, description, topic, config text, and optionally its module.
 
@@ -150,7 +145,6 @@ def register_specialist_command(
         with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
             sandbox.load_file(wasm_path)  # refuse what no host could run, before storing anything
         wasm = wasm_path.read_bytes()
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
 
     async def register(mesh: Mesh) -> Any:
         await mesh.ensure_layout()
@@ -164,19 +158,16 @@ def register_specialist_command(
     stdout_console.print(f"registered [bold]{version.name}[/bold] version {version.version} ({module_note})")
 
 
+@with_connection
 def list_specialists_command(
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """List the registered specialists.
 
     Example: dagr list specialists
     """
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
     specialists = _with_mesh(connection, lambda mesh: mesh.registry.list())
     if json_out:
         print_json({"specialists": [s.to_json() for s in specialists]})
@@ -202,6 +193,7 @@ def parse_until(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+@with_connection
 def suspend_command(
     until: Annotated[str, typer.Option("--until", help="When to wake, ISO 8601; no offset means UTC.")],
     resume_context: Annotated[
@@ -211,12 +203,9 @@ def suspend_command(
         str | None,
         typer.Option("--agent-id", envvar="DAGR_AGENT_ID", help="The instance (default: $DAGR_AGENT_ID)."),
     ] = None,
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Reschedule an instance's wake (the same rules as the agent's own suspend).
 
@@ -225,7 +214,6 @@ def suspend_command(
     if not agent_id:
         raise UsageError("which instance? Give --agent-id ID or set DAGR_AGENT_ID")
     wake_at = parse_until(until)
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
     status = _with_mesh(
         connection, lambda mesh: mesh.reschedule(agent_id, wake_at_ms=wake_at, resume_context=resume_context)
     )
@@ -271,23 +259,20 @@ def tree_view(node: dict[str, Any], tree: Tree | None = None) -> Tree:
     return branch
 
 
+@with_connection
 def status_command(
     instance: Annotated[
         str | None, typer.Argument(help="An instance id: show it and its spawn tree.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many instances to list.")] = 50,
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Show instances and their state (running, suspended until when, finished, failed), or one spawn tree.
 
     Example: dagr status 4c855474525b71512227
     """
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
     if instance is not None:
 
         async def one(mesh: Mesh) -> dict[str, Any]:
@@ -331,23 +316,20 @@ def _print_log_record(instance: str, record: dict[str, Any]) -> None:
         stdout_console.print(Text(f"  … {record['dropped_bytes']} log bytes dropped", style="dim"))
 
 
+@with_connection
 def logs_command(
     instance: Annotated[str | None, typer.Argument(help="An instance id (default: every instance).")] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new records as they come.")
     ] = False,
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Show agent logs: a record per invocation (lines, status, error). -f follows (JSON lines with --json).
 
     Example: dagr logs 4c855474525b71512227 -f
     """
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
 
     async def show(mesh: Mesh) -> None:
         past = await mesh.logs(instance) if instance else await mesh.all_logs()
@@ -370,18 +352,16 @@ def logs_command(
         _with_mesh(connection, show)
 
 
+@with_connection
 def result_command(
     instance: Annotated[str, typer.Argument(help="An instance id.")],
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result if there is none yet.")] = False,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0, help="With --wait: give up after this many seconds.")
     ] = None,
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Print an instance's latest result (exit 1 if it failed, or if there is none by the timeout).
 
@@ -389,7 +369,6 @@ def result_command(
     """
     if timeout is not None and not wait:
         raise UsageError("--timeout goes with --wait")
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
 
     async def fetch(mesh: Mesh) -> dict[str, Any] | None:
         await mesh.require_status(instance)
@@ -414,21 +393,18 @@ def result_command(
         raise typer.Exit(1)
 
 
+@with_connection
 def kv_command(
     instance: Annotated[str, typer.Argument(help="An instance id.")],
     key: Annotated[str | None, typer.Argument(help="One key (default: all of them).")] = None,
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Show an instance's state (read-only): keys, values, revisions.
 
     Example: dagr kv 4c855474525b71512227 count
     """
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
 
     async def read(mesh: Mesh) -> dict[str, tuple[bytes, int]]:
         await mesh.require_status(instance)
@@ -460,20 +436,17 @@ def kv_command(
     stdout_console.print(table)
 
 
+@with_connection
 def cancel_command(
     instance: Annotated[str, typer.Argument(help="An instance id.")],
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Cancel an instance: its pending wake is removed and its queued tasks are dropped by the hosts.
 
     Example: dagr cancel 4c855474525b71512227
     """
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
     status = _with_mesh(connection, lambda mesh: mesh.cancel(instance))
     if json_out:
         print_json(_jsonable(status))
@@ -481,22 +454,19 @@ def cancel_command(
         stdout_console.print(f"cancelled {instance}")
 
 
+@with_connection
 def dead_letters_command(
     retry: Annotated[
         str | None, typer.Option("--retry", help="Re-queue this dead-lettered task (by task id).")
     ] = None,
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """List tasks that failed every attempt, with their errors; --retry TASK re-queues one.
 
     Example: dagr dead-letters --retry 7da10d38d389e2f9a620
     """
-    connection = Connection(nats_url, creds, tls_ca, tls_cert, tls_key)
     if retry is not None:
         new_task = _with_mesh(connection, lambda mesh: mesh.retry_dead(retry))
         if json_out:

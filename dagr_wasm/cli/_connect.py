@@ -10,19 +10,22 @@ the embedded default ``nats://127.0.0.1:4222`` that ``dagr up`` serves.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar, cast, get_type_hints
 
 import typer
 
 from ..errors import UsageError
 from ..mesh import ConnectOptions
 
-__all__ = ["EMBEDDED_URL", "Connection", "NatsCreds", "NatsUrl", "TlsCa", "TlsCert", "TlsKey", "nats_context"]
+__all__ = ["EMBEDDED_URL", "Connection", "nats_context", "with_connection"]
 
 EMBEDDED_URL = "nats://127.0.0.1:4222"
 
@@ -106,3 +109,39 @@ class Connection:
 
 def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
+
+
+_OPTIONS: dict[str, Any] = {
+    "nats_url": NatsUrl,
+    "creds": NatsCreds,
+    "tls_ca": TlsCa,
+    "tls_cert": TlsCert,
+    "tls_key": TlsKey,
+}
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def with_connection(command: Command) -> Command:
+    """Give a command the connection options (``--nats``, ``--creds``, TLS) as one ``connection``.
+
+    The command declares a keyword-only ``connection: Connection``; typer sees the five options in
+    its place, and the wrapper folds them back into a ``Connection``.
+    """
+    hints = get_type_hints(command, include_extras=True)
+    signature = inspect.signature(command, eval_str=True)
+    kept = [p for p in signature.parameters.values() if p.name != "connection"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        for name, annotation in _OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        connection = Connection(*(kwargs.pop(name) for name in _OPTIONS))
+        return command(*args, connection=connection, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**{k: v for k, v in hints.items() if k != "connection"}, **_OPTIONS}
+    del wrapper.__wrapped__
+    return cast(Command, wrapper)

@@ -23,7 +23,7 @@ from ..manifest import MANIFEST_FILE, load_manifest
 from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, ServerConfig, default_store_dir
 from ..paths import compiled_cache_dir
 from ..sandbox import Sandbox
-from ._connect import Connection, NatsCreds, NatsUrl, TlsCa, TlsCert, TlsKey
+from ._connect import Connection, with_connection
 from ._render import err_console, print_json, stdout_console
 
 __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
@@ -132,12 +132,8 @@ def up_command(
         server.stop()
 
 
+@with_connection
 def host_command(
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Invocations in flight.")
     ] = 8,
@@ -147,12 +143,14 @@ def host_command(
             "--replicas", min=1, max=5, help="Stream replicas if this host lays out a new deployment."
         ),
     ] = 1,
+    *,
+    connection: Connection,
 ) -> None:
     """Run a host for an existing NATS server or cluster, in the foreground. Ctrl-C stops it gracefully.
 
     Example: dagr host --nats nats://10.0.0.5:4222,nats://10.0.0.6:4222 --concurrency 16 --replicas 3
     """
-    options = Connection(nats_url, creds, tls_ca, tls_cert, tls_key).options(for_host=True)
+    options = connection.options(for_host=True)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -167,17 +165,15 @@ def host_command(
     run_async(main)
 
 
+@with_connection
 def deploy_command(
     agent: Annotated[Path, typer.Argument(help="An agent directory (built on the fly) or a built .wasm.")],
     manifest: Annotated[
         Path | None, typer.Option("--manifest", help="Its dagr.toml (default: AGENT/dagr.toml).")
     ] = None,
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Deploy an agent as a specialist: validate it, upload its module, register a new version.
 
@@ -196,9 +192,7 @@ def deploy_command(
     wasm = wasm_path.read_bytes()
 
     async def main() -> Any:
-        async with await Mesh.connect(
-            Connection(nats_url, creds, tls_ca, tls_cert, tls_key).options()
-        ) as mesh:
+        async with await Mesh.connect(connection.options()) as mesh:
             return await mesh.deploy(spec, wasm)
 
     version = run_async(main)
@@ -211,6 +205,7 @@ def deploy_command(
         )
 
 
+@with_connection
 def spawn_command(
     name: Annotated[str, typer.Argument(help="The specialist to spawn.")],
     context: Annotated[
@@ -219,12 +214,9 @@ def spawn_command(
     reply_to: Annotated[
         str | None, typer.Option("--reply-to", help="Subject the result goes to (e.g. agents.main.results).")
     ] = None,
-    nats_url: NatsUrl = None,
-    creds: NatsCreds = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
     json_out: JsonFlag = False,
+    *,
+    connection: Connection,
 ) -> None:
     """Spawn a new instance of a specialist; prints its id.
 
@@ -232,9 +224,7 @@ def spawn_command(
     """
 
     async def main() -> str:
-        async with await Mesh.connect(
-            Connection(nats_url, creds, tls_ca, tls_cert, tls_key).options()
-        ) as mesh:
+        async with await Mesh.connect(connection.options()) as mesh:
             return await mesh.spawn(name, context, reply_to=reply_to)
 
     instance = run_async(main)
