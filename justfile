@@ -11,6 +11,14 @@ setup:
 agents:
     for dir in agents/*/; do dagr build "$dir"; done
 
+# An embedded nats-server and a host, in the foreground (Ctrl-C stops; data stays).
+up *ARGS:
+    dagr up {{ARGS}}
+
+# The demo: an orchestrator, five stock analysts, a report.
+demo *ARGS:
+    dagr demo {{ARGS}}
+
 # Run the test suite (what CI runs).
 test *ARGS:
     {{python}} -m pytest {{ARGS}}
