@@ -167,12 +167,17 @@ class Host:
     # -- the registry ------------------------------------------------------------------------------
 
     async def _follow_registry(self) -> None:
-        initial = await self.registry.list()
-        for spec in initial:
-            self._learn(spec)
-        self.ready.set()
-        async for spec in self.registry.watch():
-            self._learn(spec)
+        # A lost connection ends a watch; the host outlives it and watches again.
+        while not self._stopping.is_set():
+            try:
+                for spec in await self.registry.list():
+                    self._learn(spec)
+                self.ready.set()
+                async for spec in self.registry.watch():
+                    self._learn(spec)
+            except Exception as exc:
+                _log.warning("following the registry failed (%r); again in 1 s", exc)
+            await asyncio.sleep(1.0)
 
     def _learn(self, spec: SpecialistVersion) -> None:
         self._specs[spec.name] = spec
@@ -180,10 +185,16 @@ class Host:
         assert self._group is not None
         if spec.digest is not None and spec.digest not in self._agents:
             # Compile now, not when the first task arrives.
-            self._group.create_task(self._agent_for(spec))
+            self._group.create_task(self._prepare(spec))
         if spec.name not in self._pulling:
             self._pulling.add(spec.name)
             self._group.create_task(self._pull(spec.name))
+
+    async def _prepare(self, spec: SpecialistVersion) -> None:
+        try:
+            await self._agent_for(spec)
+        except Exception as exc:  # its tasks will retry the load, and say why they fail
+            _log.warning("could not prepare %s version %d: %r", spec.name, spec.version, exc)
 
     async def _version(self, name: str, version: int | None) -> SpecialistVersion | None:
         if version is None:
@@ -216,7 +227,15 @@ class Host:
     # -- pulling -----------------------------------------------------------------------------------
 
     async def _pull(self, name: str) -> None:
-        subscription = await self._js.pull_subscribe_bind(consumer_name(name), stream=tasks_stream(name))
+        while True:
+            try:
+                subscription = await self._js.pull_subscribe_bind(
+                    consumer_name(name), stream=tasks_stream(name)
+                )
+                break
+            except Exception as exc:
+                _log.warning("cannot pull tasks for %s yet (%r); again in 1 s", name, exc)
+                await asyncio.sleep(1.0)
         assert self._group is not None
         while not self._stopping.is_set():
             # Wait for a free slot without holding it: an idle specialist's pull must not keep
@@ -232,10 +251,15 @@ class Host:
                 _log.warning("fetch for %s failed: %r", name, exc)
                 await asyncio.sleep(0.5)
                 continue
-            for message in messages:
+            for index, message in enumerate(messages):
                 # Slots may have gone to other specialists meanwhile; a fetched task waits here,
                 # well within its ack_wait, for one of its own.
-                await self._slots.acquire()
+                try:
+                    await self._slots.acquire()
+                except asyncio.CancelledError:
+                    for waiting in messages[index:]:  # stopping: hand them back at once
+                        await _quietly(waiting.nak())
+                    raise
                 self._group.create_task(self._handle(name, message))
         await subscription.unsubscribe()
 
