@@ -76,9 +76,11 @@ class Limits(BaseModel):
     timeout_ms: int = Field(default=10_000, ge=1, le=3_600_000, description="wall-clock deadline")
     max_host_calls: int = Field(default=10_000, ge=0)
     max_log_bytes: int = Field(default=64 * 1024, ge=0, description="log lines plus stdout/stderr")
-    max_result_bytes: int = Field(default=1 * MIB, ge=0)
+    # Results and writes end up in the invocation's commit marker (one NATS message): these defaults
+    # keep it within the 8 MiB the embedded server allows.
+    max_result_bytes: int = Field(default=256 * 1024, ge=0)
     max_write_bytes: int = Field(
-        default=4 * MIB, ge=0, description="state values, publish payloads and spawn contexts together"
+        default=1 * MIB, ge=0, description="state values, publish payloads and spawn contexts together"
     )
     max_spawns: int = Field(default=64, ge=0)
     max_publishes: int = Field(default=256, ge=0)

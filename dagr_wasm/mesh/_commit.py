@@ -84,8 +84,7 @@ def iso_at(unix_ms: int) -> str:
 @dataclass(frozen=True, slots=True)
 class OutMsg:
     subject: str
-    #: None stands for the invocation's result (stored once in the outbox, however often sent).
-    payload: bytes | None
+    payload: bytes
     headers: dict[str, str]
     #: May go out as a core publish when no stream captures the subject (agent publishes, reply-to).
     core_ok: bool = False
@@ -93,11 +92,14 @@ class OutMsg:
 
 @dataclass(slots=True)
 class Outbox:
-    result: bytes | None = None
+    """Every message a committed invocation causes. Stored in its commit marker, so it must fit in
+    one NATS message: the embedded server allows 8 MiB (``max_payload``), the default limits keep an
+    outbox well under that (results 256 KiB, writes 1 MiB, each counted at most twice)."""
+
     messages: list[OutMsg] = field(default_factory=list)
 
     def add(
-        self, task_id: str, subject: str, payload: bytes | None, *, core_ok: bool = False, **headers: str
+        self, task_id: str, subject: str, payload: bytes, *, core_ok: bool = False, **headers: str
     ) -> None:
         headers = {k.replace("_", "-"): v for k, v in headers.items()}
         headers["Nats-Msg-Id"] = f"{task_id}.o{len(self.messages)}"
@@ -105,18 +107,13 @@ class Outbox:
 
     def encode(self) -> bytes:
         return cbor2.dumps(
-            {
-                "result": self.result,
-                "messages": [[m.subject, m.headers, m.payload, m.core_ok] for m in self.messages],
-            }
+            {"messages": [[m.subject, m.headers, m.payload, m.core_ok] for m in self.messages]}
         )
 
     @classmethod
     def decode(cls, data: bytes) -> Outbox:
         doc = cbor2.loads(data)
-        return cls(
-            result=doc["result"], messages=[OutMsg(s, p, dict(h), bool(c)) for s, h, p, c in doc["messages"]]
-        )
+        return cls(messages=[OutMsg(s, p, dict(h), bool(c)) for s, h, p, c in doc["messages"]])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -299,7 +296,6 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
             _status(ctx, "suspended", wake_at_ms=suspend.wake_at_unix_ms),
         )
     elif outcome.status is Status.OK:
-        outbox.result = outcome.result
         outbox.add(
             task.task_id, result_subject(task.instance_id), _result_doc(ctx, ok=outcome.result, error=None)
         )
@@ -461,17 +457,16 @@ class Committer:
         """Publish every message of ``outbox``; duplicates are dropped by their ids."""
 
         async def one(message: OutMsg) -> None:
-            payload = outbox.result if message.payload is None else message.payload
             try:
                 await self._js.publish(
-                    message.subject, payload or b"", headers=message.headers, timeout=_PUBLISH_TIMEOUT_S
+                    message.subject, message.payload, headers=message.headers, timeout=_PUBLISH_TIMEOUT_S
                 )
             except NoRespondersError:
                 if not message.core_ok:
                     raise RuntimeFailure(
                         f"no stream captures {message.subject}; is the layout in place?"
                     ) from None
-                await self._nc.publish(message.subject, payload or b"", headers=message.headers)
+                await self._nc.publish(message.subject, message.payload, headers=message.headers)
 
         try:
             async with asyncio.TaskGroup() as group:

@@ -133,6 +133,9 @@ class ServerConfig(BaseModel):
     log_file: Path | None = None
     max_memory_store_bytes: Annotated[int, Field(gt=0)] | None = None
     max_file_store_bytes: Annotated[int, Field(gt=0)] | None = None
+    #: The largest message the server accepts. dagr stores an invocation's whole outbox in one
+    #: commit marker, so the embedded server allows 8 MiB (nats-server's default is 1 MiB).
+    max_payload_bytes: Annotated[int, Field(gt=0, le=64 * 1024 * 1024)] = 8 * 1024 * 1024
 
     @property
     def resolved_log_file(self) -> Path:
@@ -432,6 +435,7 @@ class EmbeddedServer:
             f"port: {client}",
             f"http: {_q(_listen_addr(cfg.host, monitor))}",
             f"ports_file_dir: {_q(str(cfg.store_dir))}",
+            f"max_payload: {cfg.max_payload_bytes}",
             "jetstream {",
             f"  store_dir: {_q(str(cfg.store_dir))}",
         ]

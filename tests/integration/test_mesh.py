@@ -190,3 +190,13 @@ async def test_stopping_a_host_finishes_or_hands_back_its_work(
     for i, instance in enumerate(instances):
         assert await result_value(mesh, instance) == {"echo": f"handover {i}"}
         assert len(await mesh.logs(instance)) == 1
+
+
+async def test_a_large_result_travels_through_the_commit(
+    mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
+) -> None:
+    """The outbox (result, reply, logs) is kept in one commit marker: it must fit in one message."""
+    await run_host(nats_server.url)
+    text = "x" * 200_000  # the echo result is just under the 256 KiB max_result_bytes
+    instance = await mesh.spawn("echo", text)
+    assert await result_value(mesh, instance) == {"echo": text}
