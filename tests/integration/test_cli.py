@@ -336,3 +336,23 @@ def test_the_nats_cli_context_is_used_when_no_url_is_given(
     code, out, err = dagr("list", "specialists", nats=False)
     assert code == 0, err
     assert "- echo: " in out
+
+
+def test_deploying_a_malformed_module_stores_nothing(dagr: Dagr, tmp_path: Path) -> None:
+    before = dagr.json("list", "specialists")
+    fake = tmp_path / "fake.wasm"
+    fake.write_bytes(b"\x00asm\x0d\x00\x01\x00 not really a component")
+    code, _, err = dagr("deploy", str(fake), "--manifest", str(ROOT / "agents/echo/dagr.toml"))
+    assert code == 2
+    assert "is not a dagr agent component: it does not compile" in err
+    assert dagr.json("list", "specialists") == before
+
+
+def test_deploying_with_an_invalid_manifest_stores_nothing(dagr: Dagr, tmp_path: Path) -> None:
+    before = dagr.json("list", "specialists")
+    manifest = tmp_path / "dagr.toml"
+    manifest.write_text('name = "echo"\n[grants]\npublish = ["a.>.b"]\n')
+    code, _, err = dagr("deploy", str(ROOT / "agents/echo/build/echo.wasm"), "--manifest", str(manifest))
+    assert code == 2
+    assert "grants.publish" in err
+    assert dagr.json("list", "specialists") == before
