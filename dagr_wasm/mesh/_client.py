@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -50,6 +51,8 @@ from ._tasks import TASK_HEADER, Task, decode_task, encode_task, new_instance_id
 
 __all__ = ["ConnectOptions", "Mesh", "connect_nats"]
 
+_log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectOptions:
@@ -86,6 +89,13 @@ async def connect_nats(options: ConnectOptions) -> NATS:
             context.load_cert_chain(options.tls_cert, options.tls_key)
         kwargs["tls"] = context
     url = ", ".join(options.servers)
+
+    async def on_error(exc: Exception) -> None:
+        # nats-py's default prints a traceback for every failed (re)connect attempt; a refused
+        # first connect is reported below as one clear error, and reconnects are routine.
+        _log.debug("nats (%s): %r", url, exc)
+
+    kwargs["error_cb"] = on_error
     try:
         return await nats.connect(**kwargs)
     except (NoServersError, OSError, NatsTimeout, TimeoutError) as exc:
