@@ -33,5 +33,9 @@ lint:
 bench-sandbox *ARGS:
     {{python}} benchmarks/bench_sandbox.py {{ARGS}}
 
+# Benchmark the mesh: real host processes on an embedded nats-server (about 5 min; --quick: 2).
+bench-mesh *ARGS:
+    {{python}} benchmarks/bench_mesh.py {{ARGS}}
+
 # All benchmarks.
-bench: bench-sandbox
+bench: bench-sandbox bench-mesh
