@@ -304,8 +304,8 @@ def status_command(
 
 
 def _print_log_record(instance: str, record: dict[str, Any]) -> None:
-    when = iso_ms(record["at_ms"]) if record.get("at_ms") else ""
-    head = f"{when} {instance[:12]} #{record.get('attempt', '?')} {record.get('status', '')}"
+    when = iso_ms(record["updated_ms"]) if record.get("updated_ms") else ""
+    head = f"{when} {instance[:12]} #{record.get('attempt', '?')} {record.get('state', '')}"
     stdout_console.print(Text(head, style="dim"))
     for level, message in record.get("lines", []):
         style = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}.get(level, "")
@@ -346,7 +346,7 @@ def logs_command(
         if json_out:
             print(json.dumps(_jsonable(record), ensure_ascii=False), flush=True)
         else:
-            _print_log_record(str(record.get("instance") or instance or "?"), record)
+            _print_log_record(str(record.get("id") or instance or "?"), record)
 
     with contextlib.suppress(KeyboardInterrupt):
         _with_mesh(connection, show)

@@ -28,20 +28,17 @@ from ..errors import ConnectionFailure, PayloadError
 from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
 from ..policy import WakeRefused, is_valid_subject, resolve_wake
-from ._commit import iso_at, status_doc
+from ._commit import iso_at, record_doc
 from ._layout import (
     DEAD_STREAM,
-    LOGS_STREAM,
-    RESULTS_STREAM,
+    INSTANCES_STREAM,
     SCHEDULES_STREAM,
-    STATUS_STREAM,
     Layout,
+    cancel_subject,
     ensure_layout,
     instance_key,
-    logs_subject,
-    result_subject,
+    record_subject,
     sched_subject,
-    status_subject,
     topic,
     wake_subject,
 )
@@ -170,9 +167,9 @@ class Mesh:
             created_ms=now_ms,
         )
         # Queued before the task exists, so `dagr status` and `dagr cancel` know it at once.
-        queued = status_doc(task, version=task.version, state="queued", attempt=0, now_ms=now_ms)
+        queued = record_doc(task, version=task.version, state="queued", attempt=0, now_ms=now_ms)
         await self.js.publish(
-            status_subject(instance), queued, headers={"Nats-Msg-Id": f"{task.task_id}.queued"}
+            record_subject(instance), queued, headers={"Nats-Msg-Id": f"{task.task_id}.queued"}
         )
         await self.js.publish(
             topic(specialist), encode_task(task), headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id}
@@ -211,15 +208,20 @@ class Mesh:
         return task.task_id
 
     async def status(self, instance: str) -> dict[str, Any] | None:
-        return await self._last(STATUS_STREAM, status_subject(instance))
+        """The last record of the instance's journal: its state now."""
+        return await self._last(record_subject(instance))
 
     async def result(
         self, instance: str, *, wait: bool = False, timeout_s: float | None = None
     ) -> dict[str, Any] | None:
-        """The instance's latest result (``{"ok": bytes}`` or ``{"error": str}``), waiting if asked."""
-        subject = result_subject(instance)
+        """The instance's latest result (``ok`` bytes or ``error`` text), waiting for one if asked.
+
+        The result is that of its last record, if the instance has finished, failed or died; while
+        it is queued, running or suspended there is none (yet).
+        """
+        subject = record_subject(instance)
         if not wait:
-            return await self._last(RESULTS_STREAM, subject)
+            return _result_of(await self._last(subject))
         arrived: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def on_message(msg: Any) -> None:
@@ -231,7 +233,7 @@ class Mesh:
             while True:
                 # Look in the stream on every round: JetStream stores a message a moment after it
                 # reaches core subscribers, so a result can slip between our subscribe and our look.
-                found = await self._last(RESULTS_STREAM, subject)
+                found = _result_of(await self._last(subject))
                 if found is not None:
                     return found
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -241,56 +243,66 @@ class Mesh:
                     data = await asyncio.wait_for(arrived.get(), timeout=min(0.2, remaining or 0.2))
                 except TimeoutError:
                     continue
-                decoded: dict[str, Any] = cbor2.loads(data)
-                return decoded
+                found = _result_of(cbor2.loads(data))
+                if found is not None:
+                    return found
         finally:
             await subscription.unsubscribe()
 
     async def logs(self, instance: str, *, limit: int = 1000) -> list[dict[str, Any]]:
-        """The instance's log records (one per invocation), oldest first."""
+        """The instance's invocation records (state, log lines, result, costs), oldest first."""
         records: list[dict[str, Any]] = []
         seq = 0
         while len(records) < limit:
             try:
                 msg = await self.js.get_msg(
-                    LOGS_STREAM, seq=seq + 1, subject=logs_subject(instance), next=True, direct=True
+                    INSTANCES_STREAM, seq=seq + 1, subject=record_subject(instance), next=True, direct=True
                 )
             except NotFoundError:
                 break
             seq = int(msg.seq or 0)
-            records.append(cbor2.loads(msg.data or b""))
+            record = cbor2.loads(msg.data or b"")
+            if "lines" in record:  # an invocation, not a queued/running/cancelled mark
+                records.append(record)
         return records
 
     async def all_logs(self, *, limit: int = 200) -> list[dict[str, Any]]:
-        """The last ``limit`` log records of every instance, oldest first."""
-        info = await self.js.stream_info(LOGS_STREAM)
+        """The last ``limit`` invocation records of every instance, oldest first."""
+        info = await self.js.stream_info(INSTANCES_STREAM)
         records = []
-        for seq in range(max(info.state.first_seq, info.state.last_seq - limit + 1), info.state.last_seq + 1):
+        for seq in range(
+            max(info.state.first_seq, info.state.last_seq - 4 * limit + 1), info.state.last_seq + 1
+        ):
             try:
-                msg = await self.js.get_msg(LOGS_STREAM, seq=seq, direct=True)
+                msg = await self.js.get_msg(INSTANCES_STREAM, seq=seq, direct=True)
             except NotFoundError:
                 continue
-            records.append(cbor2.loads(msg.data or b""))
-        return records
+            if msg.subject and msg.subject.startswith("dagr.inst."):
+                record = cbor2.loads(msg.data or b"")
+                if "lines" in record:
+                    records.append(record)
+        return records[-limit:]
 
     async def follow_logs(self, instance: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """New log records (of one instance, or of all) as they are stored, until cancelled."""
-        subject = logs_subject(instance) if instance else "dagr.logs.>"
+        """New invocation records (of one instance, or of all) as they are stored, until cancelled."""
+        subject = record_subject(instance) if instance else "dagr.inst.>"
         subscription = await self.js.subscribe(
             subject, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
         )
         try:
             async for msg in subscription.messages:
-                yield cbor2.loads(msg.data or b"")
+                record = cbor2.loads(msg.data or b"")
+                if "lines" in record:
+                    yield record
         finally:
             await subscription.unsubscribe()
 
     async def statuses(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         """The status of up to ``limit`` instances, most recently updated first."""
-        info = await self.js.stream_info(STATUS_STREAM, subjects_filter="dagr.status.*")
+        info = await self.js.stream_info(INSTANCES_STREAM, subjects_filter="dagr.inst.*")
         found = []
         for subject in list(info.state.subjects or {}):
-            record = await self._last(STATUS_STREAM, subject)
+            record = await self._last(subject)
             if record is not None:
                 found.append(record)
         found.sort(key=lambda r: r.get("updated_ms", 0), reverse=True)
@@ -299,10 +311,10 @@ class Mesh:
     async def children(self, instance: str) -> list[str]:
         """The ids of the instances ``instance`` spawned, in spawn order."""
         prefix = f"dagr.tree.{instance}."
-        info = await self.js.stream_info(STATUS_STREAM, subjects_filter=f"{prefix}*")
+        info = await self.js.stream_info(INSTANCES_STREAM, subjects_filter=f"{prefix}*")
         ordered = []
         for subject in info.state.subjects or {}:
-            record = await self._last(STATUS_STREAM, subject)
+            record = await self._last(subject)
             key = (record.get("at_ms", 0), record.get("index", 0)) if record else (0, 0)
             ordered.append((key, subject[len(prefix) :]))
         return [child for _, child in sorted(ordered)]
@@ -338,7 +350,8 @@ class Mesh:
             )
         cancelled = {**status, "state": "cancelled", "updated_ms": int(time.time() * 1000)}
         cancelled.pop("wake_at_ms", None)
-        await self.js.publish(status_subject(instance), cbor2.dumps(cancelled))
+        await self.js.publish(record_subject(instance), cbor2.dumps(cancelled))
+        await self.js.publish(cancel_subject(instance), b"")  # hosts follow these
         return cancelled
 
     async def require_status(self, instance: str) -> dict[str, Any]:
@@ -388,7 +401,7 @@ class Mesh:
             },
         )
         suspended = {**status, "state": "suspended", "wake_at_ms": wake_at, "updated_ms": now_ms}
-        await self.js.publish(status_subject(instance), cbor2.dumps(suspended))
+        await self.js.publish(record_subject(instance), cbor2.dumps(suspended))
         return suspended
 
     async def dead_letters(self, *, limit: int = 1000) -> list[dict[str, Any]]:
@@ -438,10 +451,27 @@ class Mesh:
             return retried.task_id
         raise DagrNotFound("dead letter", task_id, hint="`dagr dead-letters` lists them.")
 
-    async def _last(self, stream: str, subject: str) -> dict[str, Any] | None:
+    async def _last(self, subject: str) -> dict[str, Any] | None:
         try:
-            msg = await self.js.get_msg(stream, subject=subject, direct=True)
+            msg = await self.js.get_msg(INSTANCES_STREAM, subject=subject, direct=True)
         except NotFoundError:
             return None
         decoded: dict[str, Any] = cbor2.loads(msg.data or b"")
         return decoded
+
+
+_FINAL = frozenset({"finished", "failed", "dead"})
+
+
+def _result_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The result in a journal record, if it ends an invocation with one."""
+    if record is None or record.get("state") not in _FINAL:
+        return None
+    return {
+        "id": record["id"],
+        "task": record.get("task"),
+        "state": record["state"],
+        "ok": record.get("ok"),
+        "error": record.get("error"),
+        "at_ms": record.get("updated_ms"),
+    }

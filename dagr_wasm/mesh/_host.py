@@ -25,7 +25,6 @@ the last, so a host dying during the last attempt cannot strand a task in the st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -38,20 +37,20 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from ..errors import CommitConflict
 from ..invocation import ErrorKind, GuestError, Invocation, Outcome, Status
 from ..policy import Capabilities
-from ._commit import CommitContext, Committer, logs_payload, status_doc
+from ._commit import CommitContext, Committer, invocation_record, record_doc
 from ._layout import (
-    STATUS_STREAM,
+    INSTANCES_STREAM,
     Layout,
     consumer_name,
     ensure_layout,
     inbox_subject,
-    logs_subject,
-    status_subject,
+    record_subject,
     tasks_stream,
 )
 from ._registry import Registry, SpecialistVersion
@@ -76,8 +75,12 @@ class Executor(Protocol):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostConfig:
     layout: Layout = Layout()
-    #: Invocations in flight on this host at most (and the size of its thread pool).
-    concurrency: int = 8
+    #: Tasks in flight on this host at most: fetched, running, or committing.
+    concurrency: int = 16
+    #: Threads running wasm. One: measured here, a second thread in the same process made trivial
+    #: invocations slower (GIL hand-offs on every wasmtime call) and Python agents no faster (kernel
+    #: time tearing down instances). More cores are used by more host processes.
+    workers: int = 1
     #: Messages fetched per pull request at most.
     fetch_batch: int = 64
     #: Delay before retrying a failed attempt n (1-based); the last value repeats.
@@ -113,13 +116,17 @@ class Host:
         self._reader = StateReader(js)
         self._committer = Committer(nc, js, self._reader)
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="dagr-wasm")
+        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="dagr-wasm")
         self._specs: dict[str, SpecialistVersion] = {}
         self._versions: dict[tuple[str, int], SpecialistVersion] = {}
         self._agents: dict[str, Any] = {}
         self._agent_locks: dict[str, asyncio.Lock] = {}
         self._pulling: set[str] = set()
         self._instance_locks: dict[str, _InstanceLock] = {}
+        #: Tasks in flight: when each started, and whether `running` was recorded for it.
+        self._inflight: dict[int, _Inflight] = {}  # by id(msg): nats-py messages are not hashable
+        #: Instances cancelled with `dagr cancel` (followed from dagr.cancel.>).
+        self._cancelled: set[str] = set()
         self._active = 0
         self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -138,6 +145,8 @@ class Host:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 group.create_task(self._follow_registry())
+                group.create_task(self._follow_cancellations())
+                group.create_task(self._heartbeat())
                 await self._stopping.wait()
                 await self._drain()
                 raise _Stop
@@ -266,7 +275,7 @@ class Host:
     async def _handle(self, name: str, msg: Msg) -> None:
         self._active += 1
         self._idle.clear()
-        keepalive = asyncio.create_task(self._keep_alive(msg))
+        self._inflight[id(msg)] = _Inflight(msg=msg, started=time.monotonic())
         try:
             await self._process(name, msg)
         except asyncio.CancelledError:
@@ -277,20 +286,51 @@ class Host:
             _log.warning("task on %s failed in the host (%r); retrying in %.1f s", name, exc, delay)
             await _quietly(msg.nak(delay=delay))
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
+            self._inflight.pop(id(msg), None)
             self._active -= 1
             if not self._active:
                 self._idle.set()
             self._slots.release()
 
-    async def _keep_alive(self, msg: Msg) -> None:
-        """Tell the server we are still on the task, so a short ack_wait only bites dead hosts."""
+    async def _heartbeat(self) -> None:
+        """One loop for every task in flight: progress to the server, so a short ack_wait only bites
+        dead hosts; and, for an invocation still running after a while, a `running` record.
+
+        Fast invocations never pay for either: that record alone was a stored message (an fsync)
+        per invocation when it was written up front (measured).
+        """
         interval = self.config.layout.ack_wait_s / 3
         while True:
             await asyncio.sleep(interval)
-            await _quietly(msg.in_progress())
+            now = time.monotonic()
+            for inflight in list(self._inflight.values()):
+                if now - inflight.started < interval:
+                    continue
+                await _quietly(inflight.msg.in_progress())
+                if inflight.task is not None and not inflight.recorded:
+                    inflight.recorded = True
+                    task, version, attempt = inflight.task
+                    running = record_doc(
+                        task,
+                        version=version,
+                        state="running",
+                        attempt=attempt,
+                        now_ms=int(time.time() * 1000),
+                    )
+                    await _quietly(self._nc.publish(record_subject(task.instance_id), running))
+
+    async def _follow_cancellations(self) -> None:
+        """Keep the set of cancelled instances: their queued tasks are dropped, not run."""
+        while not self._stopping.is_set():
+            try:
+                subscription = await self._js.subscribe(
+                    "dagr.cancel.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+                )
+                async for msg in subscription.messages:
+                    self._cancelled.add(msg.subject.rsplit(".", 1)[-1])
+            except Exception as exc:
+                _log.warning("following cancellations failed (%r); again in 1 s", exc)
+            await asyncio.sleep(1.0)
 
     def _backoff(self, attempt: int) -> float:
         delays = self.config.retry_backoff_s
@@ -330,13 +370,12 @@ class Host:
             return
         task = task.pinned(spec.version)
 
-        state = await self._state_of(task.instance_id)
-        if state == "cancelled":
+        if task.instance_id in self._cancelled:
             # `dagr cancel`: its queued tasks are dropped, not run.
             self.stats.dropped += 1
             await msg.ack()
             return
-        if task.kind == "reply" and state == "suspended":
+        if task.kind == "reply" and await self._is_suspended(task.instance_id):
             await self._park_reply(task)
             await msg.ack()
             return
@@ -365,9 +404,9 @@ class Host:
     async def _invoke(
         self, name: str, msg: Msg, task: Task, spec: SpecialistVersion, agent: Any, attempt: int, now_ms: int
     ) -> None:
-        # A hint for `dagr status`, not an effect: a core publish the status stream captures.
-        running = status_doc(task, version=spec.version, state="running", attempt=attempt, now_ms=now_ms)
-        await self._nc.publish(status_subject(task.instance_id), running)
+        inflight = self._inflight.get(id(msg))
+        if inflight is not None:
+            inflight.task = (task, spec.version, attempt)  # for the heartbeat's `running` record
         loop = asyncio.get_running_loop()
         for _rerun in range(self.config.max_conflict_reruns + 1):
             view = KvStateView(self._reader, loop, instance=task.instance_id, specialist=name)
@@ -439,7 +478,7 @@ class Host:
     async def _record_retry(
         self, task: Task, spec: SpecialistVersion, attempt: int, outcome: Outcome
     ) -> None:
-        """Logs and status of an attempt that will be retried; not a commit (nothing happened)."""
+        """The journal record of an attempt that will be retried; not a commit (nothing happened)."""
         ctx = CommitContext(
             task=task,
             version=spec.version,
@@ -447,28 +486,15 @@ class Host:
             now_ms=int(time.time() * 1000),
             host=self.config.host_id,
         )
-        msg_id = f"{task.task_id}.a{attempt}"
+        record = invocation_record(ctx, outcome, "retrying", error=str(outcome.error))
         await self._js.publish(
-            logs_subject(task.instance_id),
-            logs_payload(ctx, outcome),
-            headers={"Nats-Msg-Id": msg_id + ".log"},
-        )
-        status = status_doc(
-            task,
-            version=spec.version,
-            state="retrying",
-            attempt=attempt,
-            now_ms=ctx.now_ms,
-            error=str(outcome.error),
-        )
-        await self._js.publish(
-            status_subject(task.instance_id), status, headers={"Nats-Msg-Id": msg_id + ".status"}
+            record_subject(task.instance_id), record, headers={"Nats-Msg-Id": f"{task.task_id}.a{attempt}"}
         )
 
     async def _state_of(self, instance: str) -> str | None:
-        """The instance's state in its status record (None: no record yet)."""
+        """The instance's state: that of the last record of its journal (None: no record yet)."""
         try:
-            msg = await self._js.get_msg(STATUS_STREAM, subject=status_subject(instance), direct=True)
+            msg = await self._js.get_msg(INSTANCES_STREAM, subject=record_subject(instance), direct=True)
         except NotFoundError:
             return None
         try:
@@ -502,6 +528,14 @@ class Host:
         )
         await msg.ack()
         self.stats.dead += 1
+
+
+@dataclass(slots=True)
+class _Inflight:
+    msg: Msg
+    started: float
+    task: tuple[Task, int, int] | None = None
+    recorded: bool = False
 
 
 class _InstanceLock:

@@ -10,12 +10,17 @@ Subjects (``<i>`` an instance id, ``<s>`` a specialist, ``<t>`` a task id)::
     dagr.sched.<s>.<i>         an instance's pending wake           stream DAGR_SCHEDULES (schedules)
     dagr.wake.<s>.<i>          the wake, when it fires              DAGR_SCHEDULES, sourced by DAGR_TASKS_<s>
     dagr.inbox.<i>             replies from children                stream DAGR_INBOX
-    dagr.status.<i>            an instance's current status         stream DAGR_STATUS (last per subject)
-    dagr.tree.<parent>.<i>     who spawned whom                     stream DAGR_STATUS
-    dagr.result.<i>            an instance's latest result          stream DAGR_RESULTS (last per subject)
-    dagr.logs.<i>              its log lines, per invocation        stream DAGR_LOGS
+    dagr.inst.<i>              the instance's journal: one record   stream DAGR_INSTANCES
+                               per invocation (state, result, logs,
+                               costs); the last one is its status
+    dagr.tree.<parent>.<i>     who spawned whom                     stream DAGR_INSTANCES
+    dagr.cancel.<i>            a cancellation, for hosts to follow  stream DAGR_INSTANCES
     dagr.dead.<s>.<t>          dead-lettered tasks                  stream DAGR_DEAD
     agents.main.>              what agents report to people         stream DAGR_AGENTS
+
+One record per invocation (rather than a status, a result and a log message each) because every
+stored message costs the server an fsync with ``sync_interval: always``: measured, the disk and not
+the hosts was what bounded throughput.
 
 Buckets: ``dagr-state`` (KV, agent state, commit markers, inbox cursors; atomic batches on),
 ``dagr-registry`` (KV, specialists and their versions), ``dagr-modules`` (object store, by sha256).
@@ -51,9 +56,7 @@ MODULES_BUCKET = "dagr-modules"
 
 SCHEDULES_STREAM = "DAGR_SCHEDULES"
 INBOX_STREAM = "DAGR_INBOX"
-STATUS_STREAM = "DAGR_STATUS"
-RESULTS_STREAM = "DAGR_RESULTS"
-LOGS_STREAM = "DAGR_LOGS"
+INSTANCES_STREAM = "DAGR_INSTANCES"
 DEAD_STREAM = "DAGR_DEAD"
 AGENTS_STREAM = "DAGR_AGENTS"
 
@@ -85,20 +88,16 @@ def inbox_subject(instance: str) -> str:
     return f"dagr.inbox.{instance}"
 
 
-def status_subject(instance: str) -> str:
-    return f"dagr.status.{instance}"
+def record_subject(instance: str) -> str:
+    return f"dagr.inst.{instance}"
 
 
 def tree_subject(parent: str, child: str) -> str:
     return f"dagr.tree.{parent}.{child}"
 
 
-def result_subject(instance: str) -> str:
-    return f"dagr.result.{instance}"
-
-
-def logs_subject(instance: str) -> str:
-    return f"dagr.logs.{instance}"
+def cancel_subject(instance: str) -> str:
+    return f"dagr.cancel.{instance}"
 
 
 def dead_subject(specialist: str, task_id: str) -> str:
@@ -191,26 +190,12 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
         ),
         _stream(
             layout,
-            name=STATUS_STREAM,
-            description="current status of every instance, and the spawn tree",
-            subjects=["dagr.status.>", "dagr.tree.>"],
-            max_msgs_per_subject=1,
+            name=INSTANCES_STREAM,
+            description="each instance's journal (one record per invocation), the spawn tree, cancellations",
+            subjects=["dagr.inst.>", "dagr.tree.>", "dagr.cancel.>"],
+            # A long-lived instance keeps its last thousand records.
+            max_msgs_per_subject=1000,
             max_age=30 * DAY_S,
-        ),
-        _stream(
-            layout,
-            name=RESULTS_STREAM,
-            description="latest result of every instance",
-            subjects=["dagr.result.>"],
-            max_msgs_per_subject=1,
-            max_age=30 * DAY_S,
-        ),
-        _stream(
-            layout,
-            name=LOGS_STREAM,
-            description="agent log lines, one message per invocation",
-            subjects=["dagr.logs.>"],
-            max_age=7 * DAY_S,
         ),
         _stream(
             layout,

@@ -141,7 +141,7 @@ def test_logs_result_and_kv(dagr: Dagr) -> None:
     assert json.loads(out) == {"count": 1}
 
     logs = dagr.json("logs", counter)
-    assert [r["status"] for r in logs["records"]] == ["ok"]
+    assert [r["state"] for r in logs["records"]] == ["finished"]
     assert logs["records"][0]["lines"] == [["info", "count is now 1"]]
     code, out, _ = dagr("logs", counter)
     assert "count is now 1" in out
@@ -169,7 +169,7 @@ def test_logs_follow_prints_json_lines(nats_server: EmbeddedServer, host: HostPr
     try:
         assert follower.stdout is not None
         first = json.loads(follower.stdout.readline())
-        assert first["instance"] == counter
+        assert first["id"] == counter
         assert first["lines"] == [["info", "count is now 1"]]
     finally:
         follower.terminate()

@@ -100,7 +100,7 @@ async def test_suspended_agents_wake_once_with_their_state_after_everything_is_k
                 result = await mesh.result(sleeper, wait=True, timeout_s=120)
                 assert result is not None, f"sleeper {i} never woke"
                 assert cbor2.loads(result["ok"]) == {"note": f"note-{i}", "resume": "slept 6 s", "wakes": 1}
-                assert [r["status"] for r in await mesh.logs(sleeper)] == ["suspended", "ok"]
+                assert [r["state"] for r in await mesh.logs(sleeper)] == ["suspended", "finished"]
     finally:
         server.stop()
 

@@ -75,7 +75,7 @@ async def test_spawn_runs_an_instance_and_records_its_result(
     assert status is not None
     assert status["state"] == "finished"
     logs = await mesh.logs(instance)
-    assert [record["status"] for record in logs] == ["ok"]
+    assert [record["state"] for record in logs] == ["finished"]
 
 
 async def test_spawning_an_unknown_specialist_is_refused(mesh: Mesh) -> None:
@@ -97,7 +97,7 @@ async def test_a_parent_sees_all_ten_replies_when_it_wakes(
         assert status is not None
         assert (status["state"], status["parent"]) == ("finished", parent)
     # The replies arrived while the parent slept: it suspended first, then woke once.
-    assert [record["status"] for record in await mesh.logs(parent)] == ["suspended", "ok"]
+    assert [record["state"] for record in await mesh.logs(parent)] == ["suspended", "finished"]
 
 
 async def test_state_stays_exact_under_concurrent_invocations_of_one_instance(
