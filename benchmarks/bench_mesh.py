@@ -5,14 +5,15 @@ For a trivial WAT component (the cheapest possible agent: returns its start cont
 
 1. **throughput**: M start tasks are queued on the specialist's topic while its consumer is *paused*,
    then the consumer is resumed; time from the resume to the last result stored (the stored time of
-   the last message in DAGR_RESULTS), with 1 and 2 ``dagr host --concurrency N`` processes (warmed
+   the last invocation record in DAGR_INSTANCES), with 1 and 2 ``dagr host --concurrency N`` processes (warmed
    up on 100 tasks first). N comes from a sweep (full mode) or ``--concurrency``. CPU per invocation
    of the host processes (event-loop thread vs the other threads, where wasm runs) and of
    nats-server is read from /proc over the same interval: that is where the time goes; so is the
    number of messages JetStream stored per invocation (each one an fsync when fsync is on).
 2. **spawn-to-reply latency**, open loop: spawns published at a fixed rate of half the measured
-   1-host maximum (fsync on), 1 host; latency = core arrival of ``dagr.result.<id>`` minus the spawn
-   publish. Repeated at the same rate with fsync off: the difference is what fsync costs.
+   1-host maximum (fsync on), 1 host; latency = core arrival of the ``finished`` record on
+   ``dagr.inst.<id>`` minus the spawn publish. Repeated at the same rate with fsync off: the
+   difference is what fsync costs.
 3. **wake lateness**: N agents suspend until one absolute instant (a WAT and a Python ``waker``
    built here: start context = due Unix ms, ``suspend(at=...)``), 2 hosts; lateness = the wake
    invocation's result time (``at_ms`` of its result, taken as it commits) minus due; also when
@@ -82,7 +83,7 @@ from dagr_wasm.mesh import (  # noqa: E402
     find_nats_server,
 )
 from dagr_wasm.mesh._layout import (  # noqa: E402
-    RESULTS_STREAM,
+    INSTANCES_STREAM,
     SCHEDULES_STREAM,
     consumer_name,
     tasks_stream,
@@ -393,7 +394,7 @@ async def measure_throughput(
     stream, durable = tasks_stream(agent), consumer_name(agent)
     await js.pause_consumer(stream, durable, _rfc3339(datetime.now(UTC) + timedelta(hours=1)))
     await spawn_many(js, agent, version, count)
-    results_before = (await js.stream_info(RESULTS_STREAM)).state.messages
+    results_before = (await js.stream_info(INSTANCES_STREAM)).state.messages
     stored_before = await stored_total(js)
     before = sample_cpu(hosts, server.pid)
     started = time.time()
@@ -401,10 +402,10 @@ async def measure_throughput(
     await drained(js, agent, 60 + count / 20)
     after = sample_cpu(hosts, server.pid)
     stored = await stored_total(js) - stored_before
-    info = await js.stream_info(RESULTS_STREAM)
+    info = await js.stream_info(INSTANCES_STREAM)
     if info.state.messages - results_before != count:
         say(f"[yellow]{agent}: {info.state.messages - results_before} results for {count} tasks[/yellow]")
-    last = await js.get_msg(RESULTS_STREAM, seq=info.state.last_seq)
+    last = await js.get_msg(INSTANCES_STREAM, seq=info.state.last_seq)
     assert last.time is not None
     seconds = last.time.timestamp() - started
     whole = sum(a[0] - b[0] for a, b in zip(after.procs, before.procs, strict=True))
@@ -482,13 +483,15 @@ async def measure_latency(mesh: Mesh, agent: str, version: int, rate: float, sec
 
     async def on_result(msg: Any) -> None:
         arrived = time.perf_counter()
+        if cbor2.loads(msg.data).get("state") != "finished":
+            return
         started = sent.pop(msg.subject.rsplit(".", 1)[-1], None)
         if started is not None:
             latencies.append((arrived - started) * 1000)
             if len(latencies) == total:
                 done.set()
 
-    subscription = await nc.subscribe("dagr.result.>", cb=on_result)
+    subscription = await nc.subscribe("dagr.inst.>", cb=on_result)
     await nc.flush()
     begin = time.perf_counter() + 0.05
     for index in range(total):
@@ -540,12 +543,13 @@ async def measure_wakes(
 
     async def on_result(msg: Any) -> None:
         instance = msg.subject.rsplit(".", 1)[-1]
-        if instance in wanted and instance not in ran:
-            ran[instance] = float(cbor2.loads(msg.data)["at_ms"])
+        record = cbor2.loads(msg.data)
+        if instance in wanted and instance not in ran and record.get("state") == "finished":
+            ran[instance] = float(record["updated_ms"])
             if len(ran) == count:
                 complete.set()
 
-    subscription = await nc.subscribe("dagr.result.>", cb=on_result)
+    subscription = await nc.subscribe("dagr.inst.>", cb=on_result)
     await nc.flush()
     # Due once every start has run: 1.5x the expected start phase, plus two seconds.
     began = time.time()
