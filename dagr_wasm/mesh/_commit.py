@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cbor2
@@ -262,22 +262,17 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
     if outcome.status is Status.SUSPENDED:
         suspend = outcome.suspend
         assert suspend is not None
-        wake = Task(
+        # The same instance, lineage and pins; a new task carrying the resume context.
+        wake = replace(
+            task,
             task_id=wake_task_id(task.task_id),
             kind="wake",
-            instance_id=task.instance_id,
-            specialist=task.specialist,
             version=ctx.version,
-            parent_id=task.parent_id,
-            parent_specialist=task.parent_specialist,
-            parent_version=task.parent_version,
-            root_id=task.root_id,
-            reply_to=task.reply_to,
             context=suspend.resume_context,
-            ceilings=task.ceilings,
-            limit_ceiling=task.limit_ceiling,
+            subject="",
+            payload=b"",
+            reply=None,
             created_ms=ctx.now_ms,
-            depth=task.depth,
         )
         outbox.add(
             task.task_id,
