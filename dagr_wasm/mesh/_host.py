@@ -13,7 +13,8 @@ finish in time is handed back (nak) for another host.
 Failure handling, by who is at fault:
 
 - the agent trapped or exhausted a limit: retry with backoff (``nak(delay)``) up to
-  ``Layout.max_attempts``, then commit it as dead: dead-letter record, error reply, status ``dead``;
+  ``Layout.max_attempts``, then commit it as dead: dead-letter record, error reply, status ``dead``.
+  Attempts count the agent's failures (kept in the state bucket), not deliveries;
 - the agent returned ``err``: a final failure, committed as such (no retry);
 - a state conflict: re-run on fresh state, at once, a few times;
 - NATS trouble or a bug of ours: nak with a delay and let any host try again.
@@ -38,7 +39,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from ..errors import CommitConflict
 from ..invocation import ErrorKind, GuestError, Invocation, Outcome, Status
@@ -46,15 +47,17 @@ from ..policy import Capabilities
 from ._commit import CommitContext, Committer, invocation_record, record_doc
 from ._layout import (
     INSTANCES_STREAM,
+    MARKER_TTL_S,
     Layout,
     consumer_name,
     ensure_layout,
+    failures_key,
     inbox_subject,
     record_subject,
     tasks_stream,
 )
 from ._registry import Registry, SpecialistVersion
-from ._state import KvStateView, LazyInbox, StateReader
+from ._state import KV_PREFIX, KvStateView, LazyInbox, StateReader
 from ._tasks import Task, TaskError, decode_task, encode_reply
 
 __all__ = ["Executor", "Host", "HostConfig", "HostStats"]
@@ -282,7 +285,8 @@ class Host:
             await _quietly(msg.nak())
             raise
         except Exception as exc:
-            delay = self._backoff(msg.metadata.num_delivered)
+            # NATS trouble or a fault of ours, not the agent's: try again soon, and keep trying.
+            delay = min(0.25 * 2 ** (msg.metadata.num_delivered - 1), 8.0)
             _log.warning("task on %s failed in the host (%r); retrying in %.1f s", name, exc, delay)
             await _quietly(msg.nak(delay=delay))
         finally:
@@ -340,7 +344,6 @@ class Host:
 
     async def _process(self, name: str, msg: Msg) -> None:
         meta = msg.metadata
-        attempt = meta.num_delivered
         now_ms = int(time.time() * 1000)
         try:
             task = decode_task(
@@ -357,7 +360,8 @@ class Host:
         self.stats.invocations += 1
         self.stats.per_specialist[name] = self.stats.per_specialist.get(name, 0) + 1
 
-        if attempt > 1 and await self._committer.replay(task.task_id):
+        redelivered = meta.num_delivered > 1
+        if redelivered and await self._committer.replay(task.task_id):
             # Committed before (we crashed, or lost the lease after committing): replayed; ack.
             self.stats.replayed += 1
             await msg.ack()
@@ -380,9 +384,13 @@ class Host:
             await msg.ack()
             return
 
-        if attempt > self.config.layout.max_attempts:
+        # Attempts count the agent's failures only (kept in the state bucket); deliveries also count
+        # NATS trouble during a commit, which must not use up an agent's attempts.
+        attempt = (await self._failures(task.task_id) if redelivered else 0) + 1
+        if meta.num_delivered > self.config.layout.max_deliveries:
             lost = GuestError(
-                ErrorKind.HOST, f"no attempt finished in {attempt - 1} deliveries (host crashes?)"
+                ErrorKind.HOST,
+                f"delivered {meta.num_delivered - 1} times without finishing (a host crashing on it?)",
             )
             await self._commit_final(task, spec, attempt, now_ms, Outcome(status=Status.ERROR, error=lost))
             await msg.ack()
@@ -430,6 +438,7 @@ class Host:
             outcome = await loop.run_in_executor(self._pool, self._executor.run, agent, invocation)
             if outcome.status is Status.ERROR:
                 if attempt < self.config.layout.max_attempts:
+                    await self._count_failure(task.task_id, attempt)
                     await self._record_retry(task, spec, attempt, outcome)
                     await msg.nak(delay=self._backoff(attempt))
                     self.stats.retried += 1
@@ -490,6 +499,24 @@ class Host:
         await self._js.publish(
             record_subject(task.instance_id), record, headers={"Nats-Msg-Id": f"{task.task_id}.a{attempt}"}
         )
+
+    async def _failures(self, task_id: str) -> int:
+        """How many attempts at ``task_id`` the agent failed so far."""
+        found = await self._reader.raw(failures_key(task_id))
+        return int(found[0].decode() or 0) if found is not None and not found[2] else 0
+
+    async def _count_failure(self, task_id: str, failures: int) -> None:
+        found = await self._reader.raw(failures_key(task_id))
+        try:
+            # Guarded like a KV update, and kept as long as commit markers: long after the task is settled.
+            await self._js.publish(
+                KV_PREFIX + failures_key(task_id),
+                str(failures).encode(),
+                headers={"Nats-Expected-Last-Subject-Sequence": str(found[1] if found else 0)},
+                msg_ttl=MARKER_TTL_S,
+            )
+        except APIError as exc:  # only this host holds the task now; a lost count costs one attempt
+            _log.warning("could not count a failed attempt of %s: %r", task_id, exc)
 
     async def _state_of(self, instance: str) -> str | None:
         """The instance's state: that of the last record of its journal (None: no record yet)."""

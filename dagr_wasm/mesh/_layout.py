@@ -126,6 +126,10 @@ def marker_key(task_id: str) -> str:
     return f"x.{task_id}"
 
 
+def failures_key(task_id: str) -> str:
+    return f"f.{task_id}"
+
+
 def cursor_key(instance: str) -> str:
     return f"c.{instance}.inbox"
 
@@ -136,8 +140,12 @@ class Layout:
 
     replicas: int = 1
     storage: StorageType = StorageType.FILE
-    #: Task attempts before a task goes to the dead-letter stream.
+    #: Failed attempts of an agent at a task before the task goes to the dead-letter stream.
     max_attempts: int = 4
+    #: Deliveries of one task, whatever the cause, before it is dead-lettered: a task on which
+    #: hosts keep crashing must not circle for ever. NATS trouble during commits also counts here
+    #: (with backoff up to 30 s, this allows minutes of it), not against ``max_attempts``.
+    max_deliveries: int = 25
     #: How long a task stays with a host that stopped answering for it. Working hosts send
     #: progress every third of it, so this only bounds how long a crashed host's tasks wait.
     ack_wait_s: float = 6.0
