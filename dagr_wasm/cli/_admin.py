@@ -26,7 +26,7 @@ from ..paths import compiled_cache_dir
 from ..payload import to_tagged
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
-from ._render import err_console, iso_ms, print_json, stdout_console
+from ._render import JsonFlag, err_console, iso_ms, print_json, stdout_console
 
 __all__ = [
     "cancel_command",
@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 
 def _with_mesh(connection: Connection, action: Callable[[Mesh], Awaitable[T]]) -> T:

@@ -18,7 +18,7 @@ from ..manifest import MANIFEST_FILE, Manifest, load_manifest
 from ..paths import compiled_cache_dir
 from ..policy import Capabilities, Limits
 from ..sandbox import EngineSettings, Sandbox
-from ._render import err_console, outcome_json, print_json, render_outcome
+from ._render import JsonFlag, err_console, outcome_json, print_json, render_outcome
 
 __all__ = ["build_command", "run_command"]
 
@@ -27,9 +27,6 @@ class EventKind(enum.StrEnum):
     start = "start"
     wake = "wake"
     message = "message"
-
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 
 
 def _build_with_progress(agent_dir: Path, *, out: Path | None, use_cache: bool, quiet: bool) -> BuildResult:

@@ -24,13 +24,11 @@ from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, ServerConfig,
 from ..paths import compiled_cache_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
-from ._render import err_console, print_json, stdout_console
+from ._render import JsonFlag, err_console, print_json, stdout_console
 
 __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
 
 T = TypeVar("T")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -27,7 +28,18 @@ from ..invocation import (
 )
 from ..payload import to_tagged
 
-__all__ = ["err_console", "iso_ms", "outcome_json", "print_json", "render_outcome", "stdout_console"]
+__all__ = [
+    "JsonFlag",
+    "err_console",
+    "iso_ms",
+    "outcome_json",
+    "print_json",
+    "render_outcome",
+    "stdout_console",
+]
+
+#: The --json flag every data command takes.
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 # Piped output (an agent's bash tool, a script) gets wide lines instead of ids cut short with "…";
 # a terminal keeps its own width.

@@ -121,6 +121,9 @@ class Host:
         self._slots = asyncio.Semaphore(config.concurrency)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="dagr-wasm")
         self._specs: dict[str, SpecialistVersion] = {}
+        # Derived from _specs when it changes, not on every invocation (the hot path).
+        self._spawnable: frozenset[str] = frozenset()
+        self._current_versions: dict[str, int] = {}
         self._versions: dict[tuple[str, int], SpecialistVersion] = {}
         self._agents: dict[str, Any] = {}
         self._agent_locks: dict[str, asyncio.Lock] = {}
@@ -193,6 +196,8 @@ class Host:
 
     def _learn(self, spec: SpecialistVersion) -> None:
         self._specs[spec.name] = spec
+        self._spawnable = frozenset(n for n, s in self._specs.items() if s.digest is not None)
+        self._current_versions = {n: s.version for n, s in self._specs.items()}
         self._versions[(spec.name, spec.version)] = spec
         assert self._group is not None
         if spec.digest is not None and spec.digest not in self._agents:
@@ -432,7 +437,7 @@ class Host:
                 limits=limits,
                 state=view,
                 inbox=inbox,
-                spawnable=frozenset(n for n, s in self._specs.items() if s.digest is not None),
+                spawnable=self._spawnable,
                 now_unix_ms=int(time.time() * 1000),
             )
             outcome = await loop.run_in_executor(self._pool, self._executor.run, agent, invocation)
@@ -466,7 +471,7 @@ class Host:
             version=spec.version,
             attempt=attempt,
             now_ms=int(time.time() * 1000),
-            child_versions={n: s.version for n, s in self._specs.items()},
+            child_versions=self._current_versions,
             parent_suspended=bool(replies_to_parent) and await self._is_suspended(task.parent_id or ""),
             cursor_revision=inbox.cursor_revision,
             host=self.config.host_id,
