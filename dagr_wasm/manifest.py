@@ -19,13 +19,13 @@ from .policy import Grants, Limits, is_valid_subject
 __all__ = ["MANIFEST_FILE", "Manifest", "load_manifest", "specialist_name_problem"]
 
 MANIFEST_FILE = "dagr.toml"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _MAX_CONFIG_BYTES = 256 * 1024
 
 
 def specialist_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a specialist name, or None."""
-    if _NAME.match(name):
+    if _NAME.fullmatch(name):
         return None
     return f"{name!r} is not a valid specialist name: use 1-63 lowercase letters, digits and '-'"
 

@@ -14,10 +14,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "HOST_CEILING",
+    "LOAD_CEILING",
+    "RESERVED_SUBJECTS",
     "Capabilities",
     "Grants",
     "Limits",
     "WakeRefused",
+    "is_reserved_subject",
     "is_valid_subject",
     "is_valid_subject_pattern",
     "resolve_wake",
@@ -25,16 +29,51 @@ __all__ = [
 ]
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 
-_TOKEN = re.compile(r"^[^\s.*>]+$")
-_SPECIALIST = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Printable ASCII but space, "*", "." and ">": no control characters, no whitespace, no wildcards.
+# Always matched whole (``fullmatch``): a ``$`` anchor would let a trailing newline through.
+_TOKEN = re.compile(r"[!-)+-\-/-=?-~]+")
+_SPECIALIST = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+#: Subjects that belong to the runtime, JetStream and the server: no agent may publish there, and no
+#: grant may reach them. Task topics are here too: publishing onto one starts instances with the
+#: runtime's authority, which is what ``grants.spawn`` exists to decide.
+RESERVED_SUBJECTS = ("dagr.>", "agents.specialist.>", "_INBOX.>", "$>")
 
 
 def is_valid_subject(subject: str) -> bool:
-    """A concrete NATS subject: dot-separated non-empty tokens, no wildcards, no whitespace."""
+    """A concrete NATS subject: dot-separated tokens of printable ASCII, no wildcards, no spaces."""
     if not subject or len(subject) > 512:
         return False
-    return all(_TOKEN.match(token) for token in subject.split("."))
+    return all(_TOKEN.fullmatch(token) for token in subject.split("."))
+
+
+def _intersect(a: list[str], b: list[str]) -> bool:
+    """Whether two subject patterns can match one subject."""
+    for i in range(max(len(a), len(b)) + 1):
+        if i < len(a) and a[i] == ">":
+            return i < len(b)
+        if i < len(b) and b[i] == ">":
+            return i < len(a)
+        if i >= len(a) or i >= len(b):
+            return len(a) == len(b)
+        if a[i] != "*" and b[i] != "*" and a[i] != b[i]:
+            return False
+    return True  # pragma: no cover - the loop always returns
+
+
+def _reaches_reserved(pattern: str) -> bool:
+    tokens = pattern.split(".")
+    # "$>" stands for every subject whose first token starts with "$" ($JS, $KV, $SYS, $O ...).
+    if tokens[0] in ("*", ">") or tokens[0].startswith("$"):
+        return True
+    return any(_intersect(tokens, reserved.split(".")) for reserved in RESERVED_SUBJECTS[:-1])
+
+
+def is_reserved_subject(subject: str) -> bool:
+    """Whether ``subject`` (concrete or a pattern) is or reaches one of ``RESERVED_SUBJECTS``."""
+    return _reaches_reserved(subject)
 
 
 def is_valid_subject_pattern(pattern: str) -> bool:
@@ -45,7 +84,7 @@ def is_valid_subject_pattern(pattern: str) -> bool:
     for i, token in enumerate(tokens):
         if token == "*" or (token == ">" and i == len(tokens) - 1):
             continue
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             return False
     return True
 
@@ -71,7 +110,10 @@ class Limits(BaseModel):
 
     fuel: int = Field(default=5_000_000_000, ge=1, description="wasm fuel (roughly instructions)")
     memory_bytes: int = Field(
-        default=128 * MIB, ge=64 * 1024, description="the size each linear memory may grow to"
+        default=128 * MIB,
+        ge=64 * 1024,
+        le=4 * GIB,
+        description="the size each linear memory may grow to (hosts cap it further)",
     )
     timeout_ms: int = Field(default=10_000, ge=1, le=3_600_000, description="wall-clock deadline")
     max_host_calls: int = Field(default=10_000, ge=0)
@@ -82,6 +124,9 @@ class Limits(BaseModel):
     max_write_bytes: int = Field(
         default=1 * MIB, ge=0, description="state values, publish payloads and spawn contexts together"
     )
+    #: Distinct state keys one invocation may write or delete: its commit is one atomic batch, and
+    #: the server takes at most 1,000 messages per batch (the marker and inbox cursor included).
+    max_state_writes: int = Field(default=500, ge=0, le=990)
     max_spawns: int = Field(default=64, ge=0)
     max_publishes: int = Field(default=256, ge=0)
     # A componentize-py agent needs 12 MiB of memory, ~9-16 core instances, 2 tables and ~5,700
@@ -95,7 +140,32 @@ class Limits(BaseModel):
         """The field-wise minimum: a child never gets more than its parent."""
         mine = self.model_dump()
         theirs = ceiling.model_dump()
-        return Limits(**{name: min(value, theirs[name]) for name, value in mine.items()})
+        capped = {name: min(value, theirs[name]) for name, value in mine.items()}
+        return self if capped == mine else Limits(**capped)
+
+
+#: What a host allows any invocation at most, whatever a manifest asks for (``Sandbox(ceiling=)``).
+#: Results, writes and logs are bounded so that one invocation's commit marker (its whole outbox:
+#: the result twice, the writes, the logs) stays well inside the 8 MiB a message may have.
+HOST_CEILING = Limits(
+    fuel=100_000_000_000,
+    memory_bytes=1 * GIB,
+    timeout_ms=300_000,
+    max_host_calls=1_000_000,
+    max_log_bytes=512 * 1024,
+    max_result_bytes=1 * MIB,
+    max_write_bytes=2 * MIB,
+    max_spawns=256,
+    max_publishes=1000,
+    max_instances=100,
+    max_tables=100,
+    max_table_elements=1_000_000,
+    max_memories=16,
+)
+
+#: The trial instantiation when a component is loaded: every host loads every deployed module, so a
+#: start function gets a moment of any of them, never the whole of an invocation's allowance.
+LOAD_CEILING = HOST_CEILING.model_copy(update={"fuel": 1_000_000_000, "timeout_ms": 1000})
 
 
 class Grants(BaseModel):
@@ -116,12 +186,23 @@ class Grants(BaseModel):
         bad = [p for p in value if not is_valid_subject_pattern(p)]
         if bad:
             raise ValueError(f"not valid NATS subject patterns: {', '.join(map(repr, bad))}")
+        reserved = [p for p in value if _reaches_reserved(p)]
+        if reserved:
+            raise ValueError(
+                f"{', '.join(map(repr, reserved))} reach subjects of the runtime or the server "
+                f"({', '.join(RESERVED_SUBJECTS)}); grant the agent's own subjects instead, "
+                "e.g. agents.main.results, and spawn specialists with grants.spawn"
+            )
         return value
+
+    def broad_patterns(self) -> list[str]:
+        """Publish patterns with a wildcard in their first two tokens: allowed, but worth a look."""
+        return [p for p in self.publish if any(t in ("*", ">") for t in p.split(".")[:2])]
 
     @field_validator("spawn")
     @classmethod
     def _specialists_are_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [s for s in value if not _SPECIALIST.match(s)]
+        bad = [s for s in value if not _SPECIALIST.fullmatch(s)]
         if bad:
             raise ValueError(
                 f"not valid specialist names (lowercase letters, digits, '-'): {', '.join(map(repr, bad))}"

@@ -43,7 +43,7 @@ class EngineSettings:
             "machine": platform.machine(),
             "system": platform.system(),
             # Fixed features of build_engine below; bump when they change.
-            "features": ["component-model", "fuel", "epoch", "cow", 1],
+            "features": ["component-model", "fuel", "epoch", "cow", "no-memory64", "no-threads", 2],
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -58,6 +58,11 @@ def build_engine(settings: EngineSettings, *, meter: MemoryMeter | None = None) 
     # Copy-on-write memory images: instantiating an 18 MB Python agent costs ~0.7 ms instead of ~7.
     config.memory_init_cow = True
     config.max_wasm_stack = settings.max_wasm_stack_bytes
+    # Proposals a guest could use to reach past the limits: 64-bit memories (their reservations are
+    # not the 4 GiB + guard that bounds 32-bit ones), shared memories and threads.
+    config.wasm_memory64 = False
+    config.wasm_threads = False
+    config.shared_memory = False
     config.cranelift_opt_level = settings.cranelift_opt_level
     config.parallel_compilation = True
     if meter is not None:

@@ -1,26 +1,32 @@
-"""The host side of the contract: a linker built once, and a per-invocation ``Recorder``.
+"""The host functions an agent imports: dagr's contract and WASI, checked, counted and buffered.
 
-Every import of ``dagr:agent`` is a function on the linker. When the guest calls one, the function
-finds the running invocation's ``Recorder`` (a ``ContextVar``: the guest calls back on the thread
-that is running it), checks the call against the invocation's capabilities and quotas, and either
-records it as a buffered effect or returns an ``error`` value. Nothing here touches NATS.
+Every dagr call is checked against the invocation's capabilities and quotas, and either recorded
+as a buffered effect or answered with an ``error`` value. WASI is the host's own (``_wasi.py``).
+Nothing here touches NATS.
 
-Control flow out of a host function (suspend, a host bug) is recorded on the Recorder first, then
-the guest is stopped by raising ``WasmtimeError``: wasmtime-py turns that into a trap without
-touching its process-global ``LAST_EXCEPTION`` (shared by all threads, see RECIPES.md), and the
-runner decides the outcome from the Recorder, never from the exception object.
+Every function is declared with its exact WIT signature (``_types`` text): the linker takes host
+functions untyped, so ``_validate.py`` compares each import of a component with these before the
+component is accepted, and the functions below can trust the shapes of their arguments. Enum and
+variant arguments are still decoded strictly: anything unknown is refused, never defaulted.
+
+Control flow out of a host function (suspend, exit, a wait past the deadline, a host bug) is
+recorded on the Recorder first, then the guest is stopped by raising ``WasmtimeError``: wasmtime-py
+turns that into a trap without touching its process-global ``LAST_EXCEPTION`` (shared by all
+threads, see RECIPES.md), and the runner decides the outcome from the Recorder, never from the
+exception object.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-from wasmtime import WasiConfig, WasmtimeError
-from wasmtime.component import Linker, Record, Variant
+from wasmtime import WasmtimeError
+from wasmtime.component import Linker, Record, ResourceType, Variant
 
 from .. import CONTRACT
 from ..invocation import (
@@ -38,15 +44,27 @@ from ..invocation import (
     Suspend,
     child_instance_id,
 )
-from ..policy import WakeRefused, is_valid_subject, resolve_wake
+from ..policy import WakeRefused, is_reserved_subject, is_valid_subject, resolve_wake
 from ._memory import MeteredMemories
+from ._wasi import RESOURCE_IDS, WASI_INTERFACES, WASI_VERSION, Interface, WasiCall, WasiTable, wasi_impl
 
-__all__ = ["Recorder", "build_linker", "current_recorder", "reply_record", "wit_record"]
+__all__ = [
+    "CONTRACT_INTERFACES",
+    "HANDLER_INTERFACE",
+    "HANDLER_SIGNATURE",
+    "Recorder",
+    "build_linker",
+    "current_recorder",
+    "reply_record",
+    "wit_record",
+]
 
 _PACKAGE, _VERSION = CONTRACT.split("@")
-_KEY = re.compile(r"^[A-Za-z0-9_\-=/]+(\.[A-Za-z0-9_\-=/]+)*$")
+# A full match of the whole key (``re.match`` with ``$`` would let a trailing newline through).
+_KEY = re.compile(r"[A-Za-z0-9_\-=/]+(?:\.[A-Za-z0-9_\-=/]+)*")
 _MAX_KEY = 200
 _LEVELS = ("debug", "info", "warn", "error")
+_SCOPES = ("instance", "specialist")
 
 _current: ContextVar[Recorder | None] = ContextVar("dagr_recorder", default=None)
 
@@ -96,6 +114,8 @@ class Recorder:
         self.replies_read = False
         #: Linear memory accounting, when the engine measures it.
         self.memory: MeteredMemories | None = None
+        #: The WASI resources of this invocation; its deadline bounds every wait.
+        self.wasi = WasiTable(deadline_ns=time.monotonic_ns() + invocation.limits.timeout_ms * 1_000_000)
         self._partial: dict[str, str] = {"stdout": "", "stderr": ""}
 
     # -- accounting -------------------------------------------------------------------------
@@ -119,6 +139,14 @@ class Recorder:
                 f"writing {size} more bytes would pass max_write_bytes={self.limits.max_write_bytes}",
             )
         self.write_bytes += size
+        return None
+
+    def charge_key(self, scope: Scope, key: str) -> Variant | None:
+        """Count a write to a key not written before in this invocation."""
+        if (scope, key) not in self.overlay and len(self.overlay) >= self.limits.max_state_writes:
+            return self.refuse(
+                "quota-exceeded", f"more than max_state_writes={self.limits.max_state_writes} distinct keys"
+            )
         return None
 
     def add_log(self, level: Any, message: str) -> None:
@@ -151,10 +179,17 @@ class Recorder:
 
     # -- checks -----------------------------------------------------------------------------
 
-    def check_key(self, scope: str, key: str) -> Variant | None:
+    def check_scope(self, scope: str) -> Variant | None:
+        if scope not in _SCOPES:
+            return self.refuse("invalid", f"unknown state scope {scope[:40]!r}")
         if scope == "specialist" and not self.invocation.capabilities.allows_shared_state():
             return self.refuse("denied", "shared (specialist) state is not granted: grants.kv_scope")
-        if not key or len(key) > _MAX_KEY or not _KEY.match(key):
+        return None
+
+    def check_key(self, scope: str, key: str) -> Variant | None:
+        if (refused := self.check_scope(scope)) is not None:
+            return refused
+        if not key or len(key) > _MAX_KEY or not _KEY.fullmatch(key):
             return self.refuse(
                 "invalid",
                 f"bad key {key[:60]!r}: 1-{_MAX_KEY} characters of A-Za-z0-9_-=/ and inner dots",
@@ -185,6 +220,8 @@ def _state_get(rec: Recorder, scope: Scope, key: str) -> Any:
 def _state_put(rec: Recorder, scope: Scope, key: str, value: bytes) -> Any:
     if (refused := rec.check_key(scope, key)) is not None:
         return refused
+    if (refused := rec.charge_key(scope, key)) is not None:
+        return refused
     if (refused := rec.charge_write(len(key) + len(value))) is not None:
         return refused
     rec.overlay[(scope, key)] = value
@@ -195,14 +232,16 @@ def _state_put(rec: Recorder, scope: Scope, key: str, value: bytes) -> Any:
 def _state_delete(rec: Recorder, scope: Scope, key: str) -> Any:
     if (refused := rec.check_key(scope, key)) is not None:
         return refused
+    if (refused := rec.charge_key(scope, key)) is not None:
+        return refused
     rec.overlay[(scope, key)] = None
     rec.effects.append(StateDelete(scope, key))
     return None
 
 
 def _state_list_keys(rec: Recorder, scope: Scope, prefix: str) -> Any:
-    if scope == "specialist" and not rec.invocation.capabilities.allows_shared_state():
-        return rec.refuse("denied", "shared (specialist) state is not granted: grants.kv_scope")
+    if (refused := rec.check_scope(scope)) is not None:
+        return refused
     try:
         stored = set(rec.invocation.state.keys(scope, prefix))
     except StateUnavailable as exc:
@@ -219,6 +258,8 @@ def _state_list_keys(rec: Recorder, scope: Scope, prefix: str) -> Any:
 def _publish(rec: Recorder, subject: str, payload: bytes) -> Any:
     if not is_valid_subject(subject):
         return rec.refuse("invalid", f"{subject[:80]!r} is not a valid NATS subject (no wildcards or spaces)")
+    if is_reserved_subject(subject):
+        return rec.refuse("denied", f"{subject!r} belongs to the runtime; no grant reaches it")
     if not rec.invocation.capabilities.allows_publish(subject):
         return rec.refuse("denied", f"publishing to {subject!r} is not granted: grants.publish")
     if rec.publishes >= rec.limits.max_publishes:
@@ -240,6 +281,8 @@ def _spawn(rec: Recorder, specialist: str, context: str, reply_to: str | None) -
         # Directing a child's result somewhere is publishing there by proxy: same grant.
         if not is_valid_subject(reply_to):
             return rec.refuse("invalid", f"reply-to {reply_to[:80]!r} is not a valid NATS subject")
+        if is_reserved_subject(reply_to):
+            return rec.refuse("denied", f"reply-to {reply_to!r} belongs to the runtime; no grant reaches it")
         if not rec.invocation.capabilities.allows_publish(reply_to):
             return rec.refuse("denied", f"reply-to {reply_to!r} is not granted: grants.publish")
     if rec.spawns >= rec.limits.max_spawns:
@@ -269,6 +312,8 @@ def _replies(rec: Recorder) -> Any:
 
 
 def _suspend(rec: Recorder, when: Variant, resume_context: str) -> Any:
+    if when.tag not in ("at-unix-ms", "after-ms") or not isinstance(when.payload, int):
+        return rec.refuse("invalid", f"unknown wake-time {str(when.tag)[:40]!r}")
     try:
         wake_at = resolve_wake(
             at_unix_ms=when.payload if when.tag == "at-unix-ms" else None,
@@ -287,7 +332,9 @@ def _suspend(rec: Recorder, when: Variant, resume_context: str) -> Any:
 
 
 def _log(rec: Recorder, level: str, message: str) -> None:
-    rec.add_log(level if level in _LEVELS else "info", message)
+    if level not in _LEVELS:
+        return  # an unknown level is refused (dropped); the signature check makes it unreachable
+    rec.add_log(level, message)
 
 
 def _config_get(rec: Recorder) -> str:
@@ -302,7 +349,7 @@ def _identity_get(rec: Recorder) -> Record:
 
 
 def _bind(fn: Callable[..., Any], *, refusable: bool) -> Callable[..., Any]:
-    """Wrap a host function: find the Recorder, count the call, contain host bugs."""
+    """Wrap a dagr host function: find the Recorder, count the call, contain host bugs."""
 
     def host_function(_store: Any, *args: Any) -> Any:
         rec = _current.get()
@@ -329,43 +376,124 @@ def _bind(fn: Callable[..., Any], *, refusable: bool) -> Callable[..., Any]:
     return host_function
 
 
-_INTERFACES: dict[str, dict[str, tuple[Callable[..., Any], bool]]] = {
+def _bind_wasi(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a WASI function: the same accounting, with the invocation's WASI table at hand."""
+
+    def wasi_function(store: Any, *args: Any) -> Any:
+        rec = _current.get()
+        if rec is None:
+            raise WasmtimeError("dagr: host function called outside an invocation")
+        if rec.suspended is not None or rec.wasi.stopped is not None:
+            raise WasmtimeError(SUSPEND_TRAP)
+        rec.host_calls += 1
+        if rec.host_calls > rec.limits.max_host_calls:
+            rec.wasi.stopped = ("quota", f"more than max_host_calls={rec.limits.max_host_calls}")
+            raise WasmtimeError("dagr: host call quota")
+        call = WasiCall(rec.wasi, store, rec.output)
+        try:
+            return fn(call, *args)
+        except WasmtimeError:
+            raise
+        except Exception:
+            rec.host_fault = traceback.format_exc(limit=8)
+            raise WasmtimeError(HOST_FAULT_TRAP) from None
+        finally:
+            call.release(args)
+
+    wasi_function.__name__ = f"wasi_{getattr(fn, '__name__', 'fn').lstrip('_')}"
+    return wasi_function
+
+
+def _drop_wasi_resource(_store: Any, rep: int) -> None:
+    rec = _current.get()
+    if rec is not None:
+        rec.wasi.drop(rep)
+
+
+# Types the contract's signatures share (written as ``_types`` renders them).
+_ERROR = (
+    "variant{denied(string), quota-exceeded(string), not-found(string), conflict(string), "
+    "invalid(string), unavailable(string)}"
+)
+_SCOPE = "enum{instance, specialist}"
+_CHILD_REPLY = "record{child-id: string, specialist: string, outcome: result<list<u8>, string>}"
+_EVENT = (
+    f"variant{{start(string), wake(string), reply({_CHILD_REPLY}), "
+    "message(record{subject: string, payload: list<u8>})}"
+)
+
+# interface -> function -> (implementation, refusable, exact signature)
+_INTERFACES: dict[str, dict[str, tuple[Callable[..., Any], bool, str]]] = {
     "state": {
-        "get": (_state_get, True),
-        "put": (_state_put, True),
-        "delete": (_state_delete, True),
-        "list-keys": (_state_list_keys, True),
+        "get": (_state_get, True, f"func(scope: {_SCOPE}, key: string) -> result<list<u8>, {_ERROR}>"),
+        "put": (
+            _state_put,
+            True,
+            f"func(scope: {_SCOPE}, key: string, value: list<u8>) -> result<_, {_ERROR}>",
+        ),
+        "delete": (_state_delete, True, f"func(scope: {_SCOPE}, key: string) -> result<_, {_ERROR}>"),
+        "list-keys": (
+            _state_list_keys,
+            True,
+            f"func(scope: {_SCOPE}, prefix: string) -> result<list<string>, {_ERROR}>",
+        ),
     },
-    "messaging": {"publish": (_publish, True)},
-    "swarm": {"spawn": (_spawn, True), "replies": (_replies, True)},
-    "lifecycle": {"suspend": (_suspend, True)},
-    "log": {"log": (_log, False)},
-    "config": {"get": (_config_get, False)},
-    "identity": {"get": (_identity_get, False)},
+    "messaging": {
+        "publish": (_publish, True, f"func(subject: string, payload: list<u8>) -> result<_, {_ERROR}>"),
+    },
+    "swarm": {
+        "spawn": (
+            _spawn,
+            True,
+            "func(specialist: string, context: string, reply-to: option<string>) "
+            f"-> result<string, {_ERROR}>",
+        ),
+        "replies": (_replies, True, f"func() -> result<list<{_CHILD_REPLY}>, {_ERROR}>"),
+    },
+    "lifecycle": {
+        "suspend": (
+            _suspend,
+            True,
+            "func(when: variant{at-unix-ms(u64), after-ms(u64)}, resume-context: string) "
+            f"-> result<_, {_ERROR}>",
+        ),
+    },
+    "log": {"log": (_log, False, "func(level: enum{debug, info, warn, error}, message: string)")},
+    "config": {"get": (_config_get, False, "func() -> string")},
+    "identity": {
+        "get": (
+            _identity_get,
+            False,
+            "func() -> record{id: string, specialist: string, parent-id: option<string>, attempt: u32}",
+        )
+    },
 }
 
-#: The import names the host provides, e.g. ``dagr:agent/state@0.1.0``.
-PROVIDED_INTERFACES = frozenset(f"{_PACKAGE}/{name}@{_VERSION}" for name in (*_INTERFACES, "types"))
+#: What each dagr interface declares (``types`` holds only type definitions).
+CONTRACT_INTERFACES: dict[str, Interface] = {
+    f"{_PACKAGE}/{name}": Interface((), {fn: sig for fn, (_, _, sig) in functions.items()})
+    for name, functions in _INTERFACES.items()
+} | {f"{_PACKAGE}/types": Interface((), {})}
 HANDLER_INTERFACE = f"{_PACKAGE}/handler@{_VERSION}"
+HANDLER_SIGNATURE = f"func(event: {_EVENT}) -> result<list<u8>, string>"
 
 
 def build_linker(engine: Any) -> Linker:
-    """The linker every invocation instantiates through: WASI without authority, plus dagr."""
+    """The linker every invocation instantiates through: dagr's contract and dagr's WASI.
+
+    Resource types are shared by name across interfaces (``pollable`` in streams is poll's).
+    """
     linker = Linker(engine)
-    # WASI p2 is needed by componentize-py guests for their runtime. What it can reach is decided
-    # per Store by the WasiConfig (see ``wasi_config``): no files, env, args, stdin or network.
-    linker.add_wasip2()
+    resource_types = {name: ResourceType.host(rid) for name, rid in RESOURCE_IDS.items()}
     with linker.root() as root:
         for interface, functions in _INTERFACES.items():
             with root.add_instance(f"{_PACKAGE}/{interface}@{_VERSION}") as instance:
-                for name, (fn, refusable) in functions.items():
+                for name, (fn, refusable, _signature) in functions.items():
                     instance.add_func(name, _bind(fn, refusable=refusable))
+        for interface, declared in WASI_INTERFACES.items():
+            with root.add_instance(f"{interface}@{WASI_VERSION}") as instance:
+                for resource in declared.resources:
+                    instance.add_resource(resource, resource_types[resource], _drop_wasi_resource)
+                for name in declared.functions:
+                    instance.add_func(name, _bind_wasi(wasi_impl(interface, name)))
     return linker
-
-
-def wasi_config(rec: Recorder) -> WasiConfig:
-    """An empty WASI context: no preopens, environment, args or stdin; output goes to the log."""
-    config = WasiConfig()
-    config.stdout_custom = lambda data: rec.output("stdout", data)
-    config.stderr_custom = lambda data: rec.output("stderr", data)
-    return config

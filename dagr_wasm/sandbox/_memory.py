@@ -10,6 +10,13 @@ measures; hosts do not, and report ``peak_memory_bytes = None``.
 In this mode the creator also enforces ``Limits.memory_bytes`` per memory (the store limiter is not
 given a memory limit), so it can record a refused growth: the guest sees ``memory.grow`` fail as
 under the limiter, and the outcome is classified as ``memory-limit`` with certainty.
+
+Safety: a memory is one mapping, reserved up front (``PROT_NONE``) at least as large as wasmtime
+asks (its reservation plus guard, which compiled code relies on to elide bounds checks), and it is
+never moved. Growth only ever commits pages *inside* that mapping: a growth past the reservation is
+refused, whatever the limit says, so a guest can never make the host commit memory it does not
+own. 64-bit memories are refused by the engine (``_engine.py``); a memory with no owner (a trial
+instantiation) is held to ``UNOWNED_LIMIT_BYTES``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ _PROT_NONE = 0
 _PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
 _MAP_PRIVATE_ANON_NORESERVE = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000
 _MAP_FAILED = ctypes.c_void_p(-1).value
+
+#: The most a memory created outside any invocation (a load's trial instantiation) may hold.
+UNOWNED_LIMIT_BYTES = 64 * 1024 * 1024
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -61,13 +71,16 @@ class MeteredMemories:
 
 
 class _Memory:
-    __slots__ = ("base", "length", "maximum", "owner", "size")
+    __slots__ = ("base", "capacity", "length", "maximum", "owner", "size")
 
     def __init__(
-        self, base: int, length: int, size: int, maximum: int, owner: MeteredMemories | None
+        self, base: int, length: int, capacity: int, size: int, maximum: int, owner: MeteredMemories | None
     ) -> None:
         self.base = base
+        #: The whole mapping, guard included (what munmap releases).
         self.length = length
+        #: The bytes it may ever commit: the mapping without its guard.
+        self.capacity = capacity
         self.size = size
         self.maximum = maximum
         self.owner = owner
@@ -104,23 +117,27 @@ class MemoryMeter:
         self, _env: Any, _ty: Any, minimum: int, maximum: int, reserved: int, guard: int, out: Any
     ) -> int:
         try:
-            length = max(reserved, minimum) + guard
+            owner = self._current()
+            limit = owner.limit_bytes if owner is not None else UNOWNED_LIMIT_BYTES
+            if minimum > limit:
+                if owner is not None:
+                    owner.refused = minimum
+                return _error("dagr: memory limit")
+            # At least what wasmtime reserves (compiled code may skip bounds checks within it), and
+            # room to grow to the limit in place: the memory never moves.
+            capacity = max(reserved, minimum, min(maximum or limit, limit))
+            length = capacity + guard
             base = _libc.mmap(None, length, _PROT_NONE, _MAP_PRIVATE_ANON_NORESERVE, -1, 0)
             if base is None or base == _MAP_FAILED:
                 return _error("dagr: could not reserve linear memory")
             if minimum and _libc.mprotect(base, minimum, _PROT_RW) != 0:
                 _libc.munmap(base, length)
                 return _error("dagr: could not commit linear memory")
-            owner = self._current()
-            if owner is not None and minimum > owner.limit_bytes:
-                _libc.munmap(base, length)
-                owner.refused = minimum
-                return _error("dagr: memory limit")
-            ceiling = min(maximum or reserved, reserved) if reserved else maximum
+            ceiling = min(maximum or capacity, capacity)
             with self._lock:
                 key = self._next
                 self._next += 1
-                self._memories[key] = _Memory(base, length, minimum, ceiling, owner)
+                self._memories[key] = _Memory(base, length, capacity, minimum, ceiling, owner)
             if owner is not None:
                 owner.sizes[key] = minimum
                 owner.peak_bytes = max(owner.peak_bytes, owner.total())
@@ -143,10 +160,17 @@ class MemoryMeter:
             key = int(env)
             memory = self._memories[key]
             owner = memory.owner
+            limit = owner.limit_bytes if owner is not None else UNOWNED_LIMIT_BYTES
             # Per memory, like the store limiter a host uses: the limit is what each may grow to.
-            if owner is not None and new_size > owner.limit_bytes:
-                owner.refused = new_size
+            if new_size > limit:
+                if owner is not None:
+                    owner.refused = new_size
                 return _error("dagr: memory limit")
+            # Never past the mapping, whatever the limit: beyond it lies memory the host owns.
+            if new_size > memory.capacity or new_size > memory.maximum:
+                if owner is not None:
+                    owner.refused = new_size
+                return _error("dagr: growth past the memory's reservation")
             if new_size > memory.size and _libc.mprotect(memory.base, new_size, _PROT_RW) != 0:
                 return _error("dagr: could not commit linear memory")
             memory.size = new_size

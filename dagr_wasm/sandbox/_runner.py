@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -30,22 +30,22 @@ from ..invocation import (
     Status,
     Wake,
 )
+from ..policy import HOST_CEILING, LOAD_CEILING, Limits
 from . import _bytes
 from ._cache import ComponentCache, digest_of
 from ._engine import EngineSettings, EpochTicker, build_engine
 from ._host import (
     HANDLER_INTERFACE,
     HOST_FAULT_TRAP,
-    PROVIDED_INTERFACES,
     SUSPEND_TRAP,
     Recorder,
     build_linker,
     current_recorder,
     reply_record,
-    wasi_config,
     wit_record,
 )
 from ._memory import MemoryMeter, MeteredMemories
+from ._validate import check_component
 
 __all__ = ["AgentComponent", "Sandbox"]
 
@@ -65,15 +65,21 @@ class AgentComponent:
     size_bytes: int
     component: Component
     handle_index: ExportIndex
-    #: Whether it imports any WASI interface (componentize-py agents do; hand-written ones may not).
-    needs_wasi: bool = True
 
 
 class Sandbox:
     """The wasmtime half of dagr: one Engine, one Linker, many short-lived Stores."""
 
-    def __init__(self, *, cache_dir: Path | None = None, settings: EngineSettings | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None = None,
+        settings: EngineSettings | None = None,
+        ceiling: Limits = HOST_CEILING,
+    ) -> None:
         self.settings = settings or EngineSettings()
+        #: What this host allows any invocation at most, whatever its manifest asks for.
+        self.ceiling = ceiling
         self._meter = MemoryMeter(_current_memories) if self.settings.measure_memory else None
         self._engine = build_engine(self.settings, meter=self._meter)
         self._ticker = EpochTicker(self._engine, tick_ms=self.settings.epoch_tick_ms)
@@ -102,9 +108,19 @@ class Sandbox:
     # -- loading ----------------------------------------------------------------------------
 
     def load(
-        self, wasm: bytes, *, source: str = "module", expected_digest: str | None = None
+        self,
+        wasm: bytes,
+        *,
+        source: str = "module",
+        expected_digest: str | None = None,
+        limits: Limits | None = None,
     ) -> AgentComponent:
-        """Compile (or fetch from cache) and validate a component. Raises ``ModuleError``."""
+        """Compile (or fetch from cache) and validate a component. Raises ``ModuleError``.
+
+        ``limits`` (the manifest's) bound the trial instantiation, further capped by the host's
+        ceiling and ``LOAD_CEILING``: every host loads every deployed module, so a load must not
+        let a module's start function spend more than a moment of any of them.
+        """
         _check_header(wasm, source)
         digest = digest_of(wasm)
         if expected_digest is not None and digest != expected_digest:
@@ -117,9 +133,9 @@ class Sandbox:
             component = self.cache.get(digest, lambda: wasm)
         except WasmtimeError as exc:
             raise ModuleError(f"it does not compile ({_first_line(str(exc))})", source=source) from exc
-        return self._validated(component, digest=digest, source=source, size=len(wasm))
+        return self._validated(component, digest=digest, source=source, size=len(wasm), limits=limits)
 
-    def load_file(self, path: Path) -> AgentComponent:
+    def load_file(self, path: Path, *, limits: Limits | None = None) -> AgentComponent:
         try:
             wasm = path.read_bytes()
         except FileNotFoundError:
@@ -128,84 +144,63 @@ class Sandbox:
             raise ModuleError(
                 "it is a directory", source=str(path), hint="Build it first: `dagr build DIR`."
             ) from None
-        return self.load(wasm, source=str(path))
+        return self.load(wasm, source=str(path), limits=limits)
 
-    def load_cached(self, digest: str, *, source: str | None = None) -> AgentComponent | None:
+    def load_cached(
+        self, digest: str, *, source: str | None = None, limits: Limits | None = None
+    ) -> AgentComponent | None:
         """The agent for ``digest`` if this host compiled it before; never compiles."""
         component = self.cache.cached(digest)
         if component is None:
             return None
-        return self._validated(component, digest=digest, source=source or digest[:12], size=0)
+        return self._validated(component, digest=digest, source=source or digest[:12], size=0, limits=limits)
 
-    def _validated(self, component: Component, *, digest: str, source: str, size: int) -> AgentComponent:
-        component_type = component.type
-        imports = set(component_type.imports(self._engine))
-        exports = set(component_type.exports(self._engine))
-        if HANDLER_INTERFACE not in exports:
-            self.cache.forget(digest)
-            raise ModuleError(
-                f"it does not export {HANDLER_INTERFACE} "
-                f"(it exports: {', '.join(sorted(exports)) or 'nothing'})",
-                source=source,
-            )
-        foreign = sorted(
-            name for name in imports if name not in PROVIDED_INTERFACES and not name.startswith("wasi:")
-        )
-        if foreign:
-            self.cache.forget(digest)
-            raise ModuleError(
-                f"it imports {', '.join(foreign)}, which a dagr host does not provide", source=source
-            )
+    def _validated(
+        self, component: Component, *, digest: str, source: str, size: int, limits: Limits | None
+    ) -> AgentComponent:
+        problems = check_component(component, self._engine)
         handler = component.get_export_index(HANDLER_INTERFACE)
         handle = component.get_export_index("handle", handler) if handler is not None else None
-        if handle is None:
+        if not problems and handle is None:
+            problems.append(f"{HANDLER_INTERFACE} has no `handle` function")
+        if problems:
             self.cache.forget(digest)
-            raise ModuleError(f"{HANDLER_INTERFACE} has no `handle` function", source=source)
-        # A trial instantiation catches what names alone cannot: same names, other signatures.
+            raise ModuleError("; ".join(problems), source=source)
+        assert handle is not None
+        # A trial instantiation catches what types alone cannot (a start function that traps, an
+        # initial memory over the limit), under the strict limits of a load.
+        trial = (limits or Limits()).capped_by(self.ceiling).capped_by(LOAD_CEILING)
         store = Store(self._engine)
         try:
-            store.set_fuel(10_000_000_000)
-            store.set_epoch_deadline(_ticks(10_000, self.settings.epoch_tick_ms))
+            _limit_store(store, trial, tick_ms=self.settings.epoch_tick_ms)
             self._linker.instantiate(store, component)
         except WasmtimeError as exc:
             self.cache.forget(digest)
             raise ModuleError(
-                f"its imports do not match the {HANDLER_INTERFACE.split('/')[0]} contract "
-                f"({_first_line(str(exc))})",
+                f"it could not be instantiated within the limits of a load ({_trap_reason(str(exc))})",
                 source=source,
+                hint="A component's start functions must be quick and call no host functions; "
+                "its initial memory must fit its memory_bytes.",
             ) from exc
         finally:
             store.close()
         return AgentComponent(
-            digest=digest,
-            source=source,
-            size_bytes=size,
-            component=component,
-            handle_index=handle,
-            needs_wasi=any(name.startswith("wasi:") for name in imports),
+            digest=digest, source=source, size_bytes=size, component=component, handle_index=handle
         )
 
     # -- running ----------------------------------------------------------------------------
 
     def run(self, agent: AgentComponent, invocation: Invocation) -> Outcome:
         """Run one invocation in a fresh Store and report what happened. Never raises for guest faults."""
-        limits = invocation.limits
+        limits = invocation.limits.capped_by(self.ceiling)
+        if limits != invocation.limits:
+            invocation = replace(invocation, limits=limits)
         rec = Recorder(invocation)
         store = Store(self._engine)
-        if agent.needs_wasi:
-            store.set_wasi(wasi_config(rec))
         if self._meter is not None:
             rec.memory = MeteredMemories(limits.memory_bytes)
-        store.set_limits(
-            # Measuring: the meter enforces the memory limit itself, so it can see a refusal.
-            memory_size=-1 if rec.memory is not None else limits.memory_bytes,
-            table_elements=limits.max_table_elements,
-            instances=limits.max_instances,
-            tables=limits.max_tables,
-            memories=limits.max_memories,
-        )
-        store.set_fuel(limits.fuel)
-        store.set_epoch_deadline(_ticks(limits.timeout_ms, self.settings.epoch_tick_ms))
+        # Measuring: the meter enforces the memory limit itself, so it can see a refusal.
+        _limit_store(store, limits, tick_ms=self.settings.epoch_tick_ms, memory=rec.memory is None)
         slot = current_recorder()
         token = slot.set(rec)
         stage = "instantiate"
@@ -245,15 +240,16 @@ class Sandbox:
             return Outcome(status=Status.SUSPENDED, **common)  # type: ignore[arg-type]
         if error is not None:
             return Outcome(status=Status.ERROR, error=error, **common)  # type: ignore[arg-type]
+        # An err message travels like a result (reply, journal record, commit marker): same cap.
+        size = len(value.encode("utf-8", "replace")) if isinstance(value, str) else len(value or b"")
+        if size > limits.max_result_bytes:
+            what = "failure message" if isinstance(value, str) else "result"
+            over = f"the {what} is {size} bytes, over max_result_bytes={limits.max_result_bytes}"
+            quota = GuestError(ErrorKind.QUOTA, over)
+            return Outcome(status=Status.ERROR, error=quota, **common)  # type: ignore[arg-type]
         if isinstance(value, str):
             return Outcome(status=Status.FAILED, failure=value, **common)  # type: ignore[arg-type]
         assert isinstance(value, bytes)
-        if len(value) > limits.max_result_bytes:
-            quota = GuestError(
-                ErrorKind.QUOTA,
-                f"the result is {len(value)} bytes, over max_result_bytes={limits.max_result_bytes}",
-            )
-            return Outcome(status=Status.ERROR, error=quota, **common)  # type: ignore[arg-type]
         return Outcome(status=Status.OK, result=value, **common)  # type: ignore[arg-type]
 
 
@@ -263,6 +259,18 @@ class Sandbox:
 def _current_memories() -> MeteredMemories | None:
     rec = current_recorder().get()
     return rec.memory if rec is not None else None
+
+
+def _limit_store(store: Store, limits: Limits, *, tick_ms: int, memory: bool = True) -> None:
+    store.set_limits(
+        memory_size=limits.memory_bytes if memory else -1,
+        table_elements=limits.max_table_elements,
+        instances=limits.max_instances,
+        tables=limits.max_tables,
+        memories=limits.max_memories,
+    )
+    store.set_fuel(limits.fuel)
+    store.set_epoch_deadline(_ticks(limits.timeout_ms, tick_ms))
 
 
 def _ticks(timeout_ms: int, tick_ms: int) -> int:
@@ -316,6 +324,13 @@ def _classify(message: str, rec: Recorder, stage: str) -> GuestError:
         return GuestError(ErrorKind.HOST, f"host fault in a host call:\n{rec.host_fault or message}")
     if rec.suspended is not None or SUSPEND_TRAP in message:
         return GuestError(ErrorKind.TRAP, SUSPEND_TRAP)
+    if rec.wasi.stopped is not None:
+        kind, why = rec.wasi.stopped
+        if kind == "deadline":
+            return GuestError(ErrorKind.DEADLINE, f"{why} of {rec.limits.timeout_ms} ms")
+        if kind == "quota":
+            return GuestError(ErrorKind.QUOTA, why)
+        return GuestError(ErrorKind.TRAP, why)
     reason = _trap_reason(message)
     if rec.memory is not None and rec.memory.refused is not None:
         return GuestError(

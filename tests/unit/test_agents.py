@@ -116,7 +116,7 @@ def test_spawner_spawns_suspends_and_collects(sandbox: Sandbox, agents: dict[str
         ("hostile-loop", {ErrorKind.OUT_OF_FUEL, ErrorKind.DEADLINE}, ""),
         ("hostile-memory", {ErrorKind.MEMORY_LIMIT}, "ran out of memory"),
         ("hostile-recursion", {ErrorKind.STACK_OVERFLOW}, "call stack"),
-        ("hostile-log-flood", {ErrorKind.DEADLINE, ErrorKind.OUT_OF_FUEL}, ""),
+        ("hostile-log-flood", {ErrorKind.DEADLINE, ErrorKind.OUT_OF_FUEL, ErrorKind.QUOTA}, ""),
         ("hostile-giant-result", {ErrorKind.QUOTA}, ""),
         ("hostile-denied-publish", {ErrorKind.DENIED}, "forbidden.subject"),
     ],
