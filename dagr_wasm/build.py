@@ -4,6 +4,17 @@ A build takes ~15 s, so results are cached by the hash of everything that goes i
 files, the guest SDK, the WIT contract, the componentize-py version): building the same sources twice
 costs a file copy. Sources are syntax-checked first so that a typo fails in milliseconds with a
 file and line, not after a quarter of a minute inside the toolchain.
+
+**A build runs the agent's code.** componentize-py executes ``app.py``'s top-level code (and what
+it imports) at build time, to snapshot the initialised interpreter. It runs inside componentize-py's
+own WASI sandbox, with every directory on its Python path mapped *writable*, and by default that
+path includes the site-packages of the first ``python3`` on ``PATH`` (measured: a hostile agent
+planted a ``.pth`` file in the builder's virtual environment, which then ran on every Python start).
+So a build sees only throw-away copies: the agent's own files and the guest SDK are copied into a
+temporary directory, componentize-py runs there with an empty environment and a ``PATH`` holding no
+Python (so no site-packages is mapped), and the copies are deleted afterwards. What the agent's
+top-level code can touch is those copies and nothing else; it is bounded in time by
+``BUILD_TIMEOUT_S``. Symlinks that leave the agent directory are refused.
 """
 
 from __future__ import annotations
@@ -31,7 +42,15 @@ ENTRY_MODULE = "app"
 WORLD = "agent"
 _SKIP_DIRS = {"build", "__pycache__", ".pytest_cache", ".mypy_cache"}
 _SKIP_SUFFIXES = {".wasm", ".cwasm", ".pyc"}
-_BUILD_TIMEOUT_S = 900
+#: How long componentize-py (and so the agent's top-level code) may run; DAGR_BUILD_TIMEOUT_S overrides.
+BUILD_TIMEOUT_S = 300
+
+
+def _build_timeout_s() -> float:
+    try:
+        return float(os.environ.get("DAGR_BUILD_TIMEOUT_S") or BUILD_TIMEOUT_S)
+    except ValueError:
+        return BUILD_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,23 +160,42 @@ def build_agent(
 
     say("componentizing with componentize-py (about 15 s)")
     with tempfile.TemporaryDirectory(prefix="dagr-build-") as tmp:
-        produced = Path(tmp) / "agent.wasm"
+        root = Path(tmp)
+        produced = root / "agent.wasm"
+        agent_copy, sdk_copy = root / "agent", root / "sdk"
+        _copy_sources(agent_dir, agent_copy)
+        _copy_sources(sdk, sdk_copy)
+        (root / "bin").mkdir()
         command = [
             sys.executable,
+            "-I",  # no PYTHONPATH, no user site: only this environment's componentize-py
             "-c",
             "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; script()",
             "-d", str(wit), "-w", WORLD,
             "componentize", ENTRY_MODULE,
-            "-p", str(agent_dir), "-p", str(sdk),
+            "-p", str(agent_copy), "-p", str(sdk_copy),
             "-o", str(produced),
         ]  # fmt: skip
+        # Nothing of the caller's environment: no VIRTUAL_ENV, no PYTHON*, and a PATH with no
+        # python3 on it, so componentize-py maps no site-packages into the build.
+        env = {"PATH": str(root / "bin"), "HOME": str(root), "LANG": "C.UTF-8", "TMPDIR": str(root)}
+        timeout_s = _build_timeout_s()
         try:
             completed = subprocess.run(
-                command, cwd=tmp, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False
+                command,
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             raise AgentSourceError(
-                str(agent_dir), f"componentize-py ran longer than {_BUILD_TIMEOUT_S} s"
+                str(agent_dir),
+                f"componentize-py ran longer than {timeout_s:g} s",
+                detail="A build runs the agent's top-level code: does app.py loop or block at import?",
             ) from None
         if completed.returncode != 0 or not produced.is_file():
             raise _explain_failure(agent_dir, completed.stdout + completed.stderr)
@@ -168,6 +206,21 @@ def build_agent(
     _place(cached, target)
     say("built")
     return _result(target, cached=False, started=started)
+
+
+def _copy_sources(source: Path, target: Path) -> None:
+    """Copy the files a build uses (``_files``) as plain files; refuse links that leave ``source``."""
+    root = source.resolve()
+    for path in _files(source):
+        if not path.resolve().is_relative_to(root):  # a symlink, or a file under a symlinked dir
+            raise AgentSourceError(
+                str(source),
+                f"{path.relative_to(source)} leads to {path.resolve()}, outside the directory",
+                detail="A build only reads the agent's own directory: copy the file in instead.",
+            )
+        destination = target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
 
 
 def _place(source: Path, target: Path) -> None:

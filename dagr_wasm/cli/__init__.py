@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.text import Text
 
 from ..errors import DagrError
 from ._admin import (
@@ -25,7 +26,7 @@ from ._admin import (
 from ._demo import demo_command
 from ._local import build_command, run_command
 from ._mesh import deploy_command, host_command, spawn_command, up_command
-from ._render import err_console
+from ._render import err_console, inert
 
 __all__ = ["app", "entrypoint", "main"]
 
@@ -69,18 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except DagrError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {_escape(exc.message)}")
+        err_console.print(Text("error: ", style="bold red").append(inert(exc.message)))
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
     return 0
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def entrypoint() -> None:

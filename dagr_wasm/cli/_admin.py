@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import cbor2
 import typer
 from rich.table import Table
 from rich.text import Text
@@ -23,10 +22,10 @@ from ..errors import PayloadError, UsageError
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest, validate_manifest
 from ..mesh import Mesh
 from ..paths import compiled_cache_dir
-from ..payload import to_tagged
+from ..payload import decode_map, to_tagged
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
-from ._render import JsonFlag, err_console, iso_ms, print_json, stdout_console
+from ._render import JsonFlag, err_console, inert, iso_ms, print_json, stdout_console
 
 __all__ = [
     "cancel_command",
@@ -142,7 +141,8 @@ def register_specialist_command(
     wasm: bytes | None = None
     if wasm_path is not None:
         with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
-            sandbox.load_file(wasm_path)  # refuse what no host could run, before storing anything
+            # Refuse what no host could run, before storing anything.
+            sandbox.load_file(wasm_path, limits=manifest.limits)
         wasm = wasm_path.read_bytes()
 
     async def register(mesh: Mesh) -> Any:
@@ -174,9 +174,7 @@ def list_specialists_command(
     if not specialists:
         err_console.print("no specialists registered yet: `dagr deploy agents/NAME` registers one")
     for spec in specialists:
-        stdout_console.print(
-            f"- {spec.name}: {json.dumps(spec.description, ensure_ascii=False)}", markup=False
-        )
+        stdout_console.print(inert(f"- {spec.name}: {json.dumps(spec.description, ensure_ascii=False)}"))
 
 
 def parse_until(text: str) -> int:
@@ -242,14 +240,14 @@ def describe(status: dict[str, Any]) -> Text:
     if state == "suspended" and status.get("wake_at_ms"):
         text.append(f" until {iso_ms(status['wake_at_ms'])}")
     if status.get("error"):
-        text.append(f" — {status['error']}", style="dim")
+        text.append(inert(f" — {status['error']}", "dim"))
     return text
 
 
 def tree_view(node: dict[str, Any], tree: Tree | None = None) -> Tree:
     label = (
-        Text(f"{node.get('id')} ", style="bold")
-        .append(f"{node.get('specialist', '?')} ")
+        inert(f"{node.get('id')} ", "bold")
+        .append(inert(f"{node.get('specialist', '?')} "))
         .append(describe(node))
     )
     branch = Tree(label) if tree is None else tree.add(label)
@@ -293,11 +291,11 @@ def status_command(
         table.add_column(column)
     for status in statuses:
         table.add_row(
-            str(status.get("id")),
-            str(status.get("specialist")),
+            inert(status.get("id")),
+            inert(status.get("specialist")),
             describe(status),
             iso_ms(status["updated_ms"]) if status.get("updated_ms") else "",
-            str(status.get("parent") or ""),
+            inert(status.get("parent") or ""),
         )
     stdout_console.print(table)
 
@@ -305,12 +303,12 @@ def status_command(
 def _print_log_record(instance: str, record: dict[str, Any]) -> None:
     when = iso_ms(record["updated_ms"]) if record.get("updated_ms") else ""
     head = f"{when} {instance[:12]} #{record.get('attempt', '?')} {record.get('state', '')}"
-    stdout_console.print(Text(head, style="dim"))
+    stdout_console.print(inert(head, "dim"))
     for level, message in record.get("lines", []):
         style = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}.get(level, "")
-        stdout_console.print(Text(f"  [{level}] {message}", style=style))
+        stdout_console.print(inert(f"  [{level}] {message}", style))
     if record.get("error"):
-        stdout_console.print(Text(f"  error: {record['error']}", style="red"))
+        stdout_console.print(inert(f"  error: {record['error']}", "red"))
     if record.get("dropped_bytes"):
         stdout_console.print(Text(f"  … {record['dropped_bytes']} log bytes dropped", style="dim"))
 
@@ -380,14 +378,14 @@ def result_command(
     if json_out:
         print_json(_jsonable(result))
     elif result.get("error") is not None:
-        err_console.print(f"[red]failed:[/red] {result['error']}")
+        err_console.print(Text("failed: ", style="red").append(inert(result["error"])))
     else:
         ok = result.get("ok") or b""
         tagged = to_tagged(ok)
         text = (
             json.dumps(tagged["cbor"], indent=2, ensure_ascii=False) if "cbor" in tagged else tagged["base64"]
         )
-        stdout_console.print(text, markup=False, highlight=False)
+        stdout_console.print(inert(text), highlight=False)
     if result.get("error") is not None:
         raise typer.Exit(1)
 
@@ -431,7 +429,7 @@ def kv_command(
         shown = (
             json.dumps(tagged["cbor"], ensure_ascii=False) if "cbor" in tagged else f"<{len(value)} bytes>"
         )
-        table.add_row(name, shown, str(revision))
+        table.add_row(inert(name), inert(shown), str(revision))
     stdout_console.print(table)
 
 
@@ -486,12 +484,12 @@ def dead_letters_command(
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row["task"],
-            row["specialist"],
-            row["instance"] or "",
-            str(row["attempts"] or ""),
+            inert(row["task"]),
+            inert(row["specialist"]),
+            inert(row["instance"] or ""),
+            inert(row["attempts"] or ""),
             row["at"] or "",
-            row["error"],
+            inert(row["error"]),
         )
     stdout_console.print(table)
 
@@ -500,10 +498,7 @@ def _dead_row(record: dict[str, Any]) -> dict[str, Any]:
     subject = str(record.get("subject", ""))
     task: dict[str, Any] = {}
     if isinstance(record.get("task"), bytes):
-        try:
-            task = cbor2.loads(record["task"])
-        except cbor2.CBORError:
-            task = {}
+        task = decode_map(record["task"]) or {}
     return {
         "task": subject.rsplit(".", 1)[-1],
         "specialist": subject.split(".")[2] if subject.count(".") >= 3 else "",

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import cbor2
 import typer
 from rich.console import Group
 from rich.live import Live
@@ -28,11 +27,12 @@ from ..errors import ConnectionFailure, RuntimeFailure
 from ..manifest import load_manifest
 from ..mesh import EmbeddedServer, Mesh, ServerConfig, default_store_dir
 from ..paths import compiled_cache_dir, source_root
+from ..payload import decode_map
 from ..sandbox import Sandbox
 from ._admin import _jsonable, tree_view
 from ._connect import Connection
 from ._mesh import serve_host
-from ._render import err_console, print_json, stdout_console
+from ._render import err_console, inert, print_json, stdout_console
 
 __all__ = ["demo_command"]
 
@@ -151,7 +151,9 @@ async def _run(
         reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         async def on_report(msg: Any) -> None:
-            await reports.put(cbor2.loads(msg.data))
+            report = decode_map(msg.data)
+            if report is not None:  # anything else on the subject is not a report
+                await reports.put(report)
 
         subscription = await mesh.nc.subscribe(REPORT_SUBJECT, cb=on_report)
         stop = asyncio.Event()
@@ -218,9 +220,9 @@ def _show_report(report: dict[str, Any]) -> None:
     for _, title in _COLUMNS:
         table.add_column(title, justify="left" if title in ("ticker", "signal") else "right")
     for row in rows:
-        table.add_row(*(str(row.get(key, "")) for key, _ in _COLUMNS))
+        table.add_row(*(inert(row.get(key, "")) for key, _ in _COLUMNS))
     stdout_console.print(table)
     for failure in report.get("failed") or []:
-        stdout_console.print(Text(f"{failure.get('ticker')}: {failure.get('error')}", style="red"))
+        stdout_console.print(inert(f"{failure.get('ticker')}: {failure.get('error')}", "red"))
     if report.get("summary"):
-        stdout_console.print(Text(str(report["summary"])))
+        stdout_console.print(inert(report["summary"]))

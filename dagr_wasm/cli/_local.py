@@ -131,7 +131,7 @@ def run_command(
     local_state = LocalState(state)
     # The inner loop measures memory (hosts do not: it costs copy-on-write instantiation).
     with Sandbox(cache_dir=compiled_cache_dir(), settings=EngineSettings(measure_memory=True)) as sandbox:
-        component = sandbox.load_file(wasm_path)
+        component = sandbox.load_file(wasm_path, limits=spec.limits if spec else None)
         invocation = Invocation(
             task_id=uuid.uuid4().hex,
             instance_id=instance_id,

@@ -186,7 +186,7 @@ def deploy_command(
     wasm_path = build_agent(agent).wasm if agent.is_dir() else agent
     with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
         # Refuse what no host could run, before anything is stored (this also warms this host's cache).
-        component = sandbox.load_file(wasm_path)
+        component = sandbox.load_file(wasm_path, limits=spec.limits)
     wasm = wasm_path.read_bytes()
 
     async def main() -> Any:

@@ -6,6 +6,7 @@ The JSON field names are part of the CLI's contract (docs/cli.md); change them o
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -31,10 +32,12 @@ from ..payload import to_tagged
 __all__ = [
     "JsonFlag",
     "err_console",
+    "inert",
     "iso_ms",
     "outcome_json",
     "print_json",
     "render_outcome",
+    "safe",
     "stdout_console",
 ]
 
@@ -47,6 +50,28 @@ stdout_console = Console(highlight=False, soft_wrap=True, width=None if sys.stdo
 err_console = Console(
     stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 240
 )
+
+
+# C0 and C1 controls (ESC starts ANSI and OSC sequences: colours, titles, hyperlinks, clipboard
+# writes) and the bidirectional overrides that make text read other than it is. Newline and tab stay.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: object) -> str:
+    """``text`` with every terminal control character shown as an escape (``\x1b``), never obeyed."""
+    return _UNSAFE.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+        str(text),
+    )
+
+
+def inert(text: object, style: str = "") -> Text:
+    """Text that came from an agent (logs, errors, results, names), safe to print to a terminal.
+
+    A ``Text`` is never parsed as Rich markup (``[/x]`` in an error stays text), and ``safe``
+    neutralises escape sequences, so guest data cannot restyle, retitle or rewrite the terminal.
+    """
+    return Text(safe(text), style=style)
 
 
 def print_json(document: Any) -> None:
@@ -149,15 +174,15 @@ def render_outcome(outcome: Outcome, *, console: Console = stdout_console) -> No
     table.add_column()
     table.add_row("status", Text(outcome.status.value, style=_STATUS_STYLE[outcome.status]))
     if outcome.result is not None:
-        table.add_row("result", _value(to_tagged(outcome.result)))
+        table.add_row("result", inert(_value(to_tagged(outcome.result))))
     if outcome.failure is not None:
-        table.add_row("failure", outcome.failure)
+        table.add_row("failure", inert(outcome.failure))
     if outcome.error is not None:
-        table.add_row("error", Text(f"{outcome.error.kind.value}: {outcome.error.message}", style="red"))
+        table.add_row("error", inert(f"{outcome.error.kind.value}: {outcome.error.message}", "red"))
     verdict = "committed" if outcome.committable else "discarded"
     if outcome.effects:
         lines = "\n".join(_effect_line(e) for e in outcome.effects)
-        table.add_row(f"effects ({verdict})", lines)
+        table.add_row(f"effects ({verdict})", inert(lines))
     else:
         table.add_row("effects", "none")
     memory = (
@@ -177,7 +202,7 @@ def render_outcome(outcome: Outcome, *, console: Console = stdout_console) -> No
             style = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}.get(
                 line.level, ""
             )
-            console.print(Text(f"  [{line.level}] {line.message}", style=style))
+            console.print(inert(f"  [{line.level}] {line.message}", style))
         if outcome.log_bytes_dropped:
             console.print(
                 Text(f"  … {outcome.log_bytes_dropped:,} log bytes dropped (max_log_bytes)", style="dim")

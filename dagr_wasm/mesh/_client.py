@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 from ..errors import ConnectionFailure, PayloadError
 from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
+from ..payload import decode_map
 from ..policy import WakeRefused, is_valid_subject, resolve_wake
 from ._commit import iso_at, record_doc
 from ._layout import (
@@ -243,7 +244,7 @@ class Mesh:
                     data = await asyncio.wait_for(arrived.get(), timeout=min(0.2, remaining or 0.2))
                 except TimeoutError:
                     continue
-                found = _result_of(cbor2.loads(data))
+                found = _result_of(decode_map(data))
                 if found is not None:
                     return found
         finally:
@@ -261,8 +262,8 @@ class Mesh:
             except NotFoundError:
                 break
             seq = int(msg.seq or 0)
-            record = cbor2.loads(msg.data or b"")
-            if "lines" in record:  # an invocation, not a queued/running/cancelled mark
+            record = decode_map(msg.data)
+            if record is not None and "lines" in record:  # an invocation, not a queued/running mark
                 records.append(record)
         return records
 
@@ -278,8 +279,8 @@ class Mesh:
             except NotFoundError:
                 continue
             if msg.subject and msg.subject.startswith("dagr.inst."):
-                record = cbor2.loads(msg.data or b"")
-                if "lines" in record:
+                record = decode_map(msg.data)
+                if record is not None and "lines" in record:
                     records.append(record)
         return records[-limit:]
 
@@ -291,8 +292,8 @@ class Mesh:
         )
         try:
             async for msg in subscription.messages:
-                record = cbor2.loads(msg.data or b"")
-                if "lines" in record:
+                record = decode_map(msg.data)
+                if record is not None and "lines" in record:
                     yield record
         finally:
             await subscription.unsubscribe()
@@ -417,7 +418,9 @@ class Mesh:
             except NotFoundError:
                 break
             seq = int(msg.seq or 0)
-            record = cbor2.loads(msg.data or b"")
+            record = decode_map(msg.data)
+            if record is None:
+                continue
             record["seq"] = seq
             record["subject"] = msg.subject
             records.append(record)
@@ -456,8 +459,7 @@ class Mesh:
             msg = await self.js.get_msg(INSTANCES_STREAM, subject=subject, direct=True)
         except NotFoundError:
             return None
-        decoded: dict[str, Any] = cbor2.loads(msg.data or b"")
-        return decoded
+        return decode_map(msg.data)
 
 
 _FINAL = frozenset({"finished", "failed", "dead"})

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,8 +43,9 @@ from nats.js.errors import KeyWrongLastSequenceError, NoStreamResponseError
 
 from ..errors import CommitConflict, RuntimeFailure
 from ..invocation import ChildReply, Outcome, Publish, RepliesConsumed, Spawn, Status
-from ..policy import Grants, Limits
+from ..policy import Grants, Limits, is_valid_subject, subject_matches
 from ._layout import (
+    AGENTS_SUBJECTS,
     MARKER_TTL_S,
     STATE_BUCKET,
     cursor_key,
@@ -65,6 +67,7 @@ __all__ = [
     "Committer",
     "OutMsg",
     "Outbox",
+    "OutboxRefused",
     "invocation_record",
     "iso_at",
     "plan_outbox",
@@ -74,6 +77,9 @@ __all__ = [
 _ELSS = "Nats-Expected-Last-Subject-Sequence"
 _CONFLICT_CODES = {10071, 10164}
 _PUBLISH_TIMEOUT_S = 10.0
+#: How long a "does a stream capture this subject" answer is reused, and how many are kept.
+_CAPTURE_TTL_S = 10.0
+_MAX_KNOWN_SUBJECTS = 4096
 
 
 def iso_at(unix_ms: int) -> str:
@@ -328,6 +334,8 @@ class Committer:
         self._js = js
         self._reader = reader
         self._kv: Any = None
+        #: subject -> (whether a stream captures it, until when that answer is trusted)
+        self._streams: dict[str, tuple[bool, float]] = {}
 
     async def _bucket(self) -> Any:
         if self._kv is None:
@@ -355,15 +363,20 @@ class Committer:
             if stored is None:
                 raise RuntimeFailure(f"commit marker of task {ctx.task.task_id} vanished while replaying it")
             outbox = Outbox.decode(stored[0])
-        await self.publish(outbox)
+        await self.publish(outbox, replay=not fresh)
         return fresh
+
+    async def committed(self, task_id: str) -> bool:
+        """Whether ``task_id`` has a commit marker."""
+        stored = await self._reader.raw(marker_key(task_id))
+        return stored is not None and not stored[2]
 
     async def replay(self, task_id: str) -> bool:
         """Publish the stored outbox of an already committed task; False if it was never committed."""
         stored = await self._reader.raw(marker_key(task_id))
         if stored is None or stored[2]:
             return False
-        await self.publish(Outbox.decode(stored[0]))
+        await self.publish(Outbox.decode(stored[0]), replay=True)
         return True
 
     def _state_messages(
@@ -411,6 +424,13 @@ class Committer:
             *state_msgs,
             (KV_PREFIX + marker, outbox.encode(), {_ELSS: "0", "Nats-TTL": f"{MARKER_TTL_S}s"}),
         ]
+        # A batch abandoned half-way stays open on the server (50 at most per stream, and all state
+        # shares one stream): check everything that could make a message fail before opening one.
+        for subject, data, _headers in messages:
+            if not is_valid_subject(subject) or len(data) + 512 > self._nc.max_payload:
+                raise OutboxRefused(
+                    f"the state commit holds a message the server cannot take ({subject[:80]!r})"
+                )
         batch_id = uuid.uuid4().hex
         reply: dict[str, Any] = {}
         try:
@@ -442,15 +462,38 @@ class Committer:
             raise CommitConflict(f"{ctx.task.instance_id}: {error.get('description', 'state changed')}")
         raise RuntimeFailure(f"state commit refused by JetStream: {error.get('description')} ({code})")
 
-    async def publish(self, outbox: Outbox) -> None:
+    async def publish(self, outbox: Outbox, *, replay: bool = False) -> None:
         """Publish every message of ``outbox`` at once, then wait for all the acks together.
 
-        Duplicates are dropped by their ids. One wait for the whole outbox, not one per message:
+        Messages to subjects a stream captures go through JetStream with their ids (duplicates
+        are dropped): exactly once. Messages an agent sends to a subject no stream captures go
+        out as core NATS publishes, without waiting for an ack that cannot come: at most once, so
+        a replay does not send them again. One wait for the whole outbox, not one per message:
         per-message request machinery was most of a host's event-loop time (measured).
+
+        Raises ``OutboxRefused`` for a message that can never be published (too big for the
+        server), ``RuntimeFailure`` for trouble that may pass.
         """
+        limit = self._nc.max_payload
+        for message in outbox.messages:
+            size = len(message.payload) + sum(len(k) + len(v) + 4 for k, v in message.headers.items())
+            if size > limit:
+                raise OutboxRefused(
+                    f"a message to {message.subject} is {size} bytes, over the server's {limit}"
+                )
+        stored: list[OutMsg] = []
+        for message in outbox.messages:
+            if message.core_ok and not await self._captured(message.subject):
+                if not replay:
+                    await self._nc.publish(message.subject, message.payload, headers=message.headers)
+            else:
+                stored.append(message)
+        # Every future is awaited below (or cancelled by the timeout), so none holds one of nats-py's
+        # publish_async slots beyond this call; sizes are checked above, so publish_async does not
+        # fail half-way through registering one.
         pending = [
             (message, await self._js.publish_async(message.subject, message.payload, headers=message.headers))
-            for message in outbox.messages
+            for message in stored
         ]
         try:
             acks = await asyncio.wait_for(
@@ -464,10 +507,40 @@ class Committer:
         for (message, _), ack in zip(pending, acks, strict=True):
             if not isinstance(ack, BaseException):
                 continue
-            if isinstance(ack, NoStreamResponseError) and message.core_ok:
-                # No stream captures it (an agent's own subject): core NATS, at most once.
-                await self._nc.publish(message.subject, message.payload, headers=message.headers)
-            elif isinstance(ack, NoStreamResponseError):
-                raise RuntimeFailure(f"no stream captures {message.subject}; is the layout in place?")
-            else:
-                raise RuntimeFailure(f"publishing to {message.subject} failed: {ack!r}")
+            # A stream that captures it did not answer (gone, or electing a leader): try again later.
+            self._streams.pop(message.subject, None)
+            if isinstance(ack, NoStreamResponseError):
+                raise RuntimeFailure(f"no stream answered for {message.subject}; is the layout in place?")
+            raise RuntimeFailure(f"publishing to {message.subject} failed: {ack!r}")
+
+    async def _captured(self, subject: str) -> bool:
+        """Whether a stream captures ``subject`` (asked of the server, remembered a little while).
+
+        Only a definite answer counts: "no stream" sends a message out at most once, so an error,
+        a timeout or a cluster in the middle of an election is a ``RuntimeFailure`` (retry), never
+        a "no". The runtime's own report stream is known without asking.
+        """
+        if any(subject_matches(pattern, subject) for pattern in AGENTS_SUBJECTS):
+            return True
+        now = time.monotonic()
+        known = self._streams.get(subject)
+        if known is not None and known[1] > now:
+            return known[0]
+        try:
+            response = await self._nc.request(
+                "$JS.API.STREAM.NAMES", json.dumps({"subject": subject}).encode(), timeout=_PUBLISH_TIMEOUT_S
+            )
+            answer = json.loads(response.data or b"{}")
+        except (NatsTimeout, NoRespondersError, ValueError) as exc:
+            raise RuntimeFailure(f"could not tell whether a stream captures {subject}: {exc!r}") from exc
+        if not isinstance(answer, dict) or "error" in answer or "total" not in answer:
+            raise RuntimeFailure(f"could not tell whether a stream captures {subject}: {answer!r:.200}")
+        captured = bool(answer.get("streams"))
+        if len(self._streams) >= _MAX_KNOWN_SUBJECTS:
+            self._streams.pop(next(iter(self._streams)))
+        self._streams[subject] = (captured, now + _CAPTURE_TTL_S)
+        return captured
+
+
+class OutboxRefused(RuntimeFailure):
+    """A committed outbox holds a message the server can never take: replaying will not help."""

@@ -29,7 +29,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -43,8 +42,9 @@ from nats.js.errors import APIError, NotFoundError
 
 from ..errors import CommitConflict
 from ..invocation import ErrorKind, GuestError, Invocation, Outcome, Status
-from ..policy import Capabilities
-from ._commit import CommitContext, Committer, invocation_record, record_doc
+from ..payload import decode_map
+from ..policy import Capabilities, Limits
+from ._commit import CommitContext, Committer, OutboxRefused, invocation_record, record_doc
 from ._layout import (
     INSTANCES_STREAM,
     MARKER_TTL_S,
@@ -58,7 +58,8 @@ from ._layout import (
 )
 from ._registry import Registry, SpecialistVersion
 from ._state import KV_PREFIX, KvStateView, LazyInbox, StateReader
-from ._tasks import Task, TaskError, decode_task, encode_reply
+from ._tasks import Task, TaskError, decode_task, encode_reply, encode_task
+from ._workers import WorkerPool
 
 __all__ = ["Executor", "Host", "HostConfig", "HostStats"]
 
@@ -68,9 +69,18 @@ _log = logging.getLogger(__name__)
 class Executor(Protocol):
     """What runs invocations; ``dagr_wasm.sandbox.Sandbox`` is one. Called from worker threads."""
 
-    def load_cached(self, digest: str) -> Any | None: ...
+    def load_cached(
+        self, digest: str, *, source: str | None = ..., limits: Limits | None = ...
+    ) -> Any | None: ...
 
-    def load(self, wasm: bytes, *, source: str = ..., expected_digest: str | None = ...) -> Any: ...
+    def load(
+        self,
+        wasm: bytes,
+        *,
+        source: str = ...,
+        expected_digest: str | None = ...,
+        limits: Limits | None = ...,
+    ) -> Any: ...
 
     def run(self, agent: Any, invocation: Invocation) -> Outcome: ...
 
@@ -80,10 +90,17 @@ class HostConfig:
     layout: Layout = Layout()
     #: Tasks in flight on this host at most: fetched, running, or committing.
     concurrency: int = 16
-    #: Threads running wasm. One: measured here, a second thread in the same process made trivial
-    #: invocations slower (GIL hand-offs on every wasmtime call) and Python agents no faster (kernel
-    #: time tearing down instances). More cores are used by more host processes.
-    workers: int = 1
+    #: Threads running wasm at most (default: one per slot). An idle thread is reused before a new one
+    #: starts, so short work stays on one hot thread (measured: two threads taking turns made trivial
+    #: invocations slower); more start only while others are busy, so a slow agent never holds up
+    #: the rest. See _workers.py. More cores are used by more host processes.
+    workers: int | None = None
+    #: Tasks of one specialist in flight at most (default: half the slots, at least one), so that
+    #: one specialist's agents, hostile or just busy, cannot take every slot from the others.
+    specialist_concurrency: int | None = None
+    #: A worker running one invocation longer than this drops to the lowest CPU priority, so that
+    #: short invocations beside long or hostile ones keep their latency.
+    demote_after_s: float = 0.05
     #: Messages fetched per pull request at most.
     fetch_batch: int = 64
     #: Delay before retrying a failed attempt n (1-based); the last value repeats.
@@ -119,7 +136,13 @@ class Host:
         self._reader = StateReader(js)
         self._committer = Committer(nc, js, self._reader)
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="dagr-wasm")
+        self._workers = WorkerPool(
+            max_workers=config.workers or config.concurrency, demote_after_s=config.demote_after_s
+        )
+        self._specialist_cap = config.specialist_concurrency or max(1, config.concurrency // 2)
+        #: Per specialist: the slots it may still take, and its tasks fetched and waiting for one.
+        self._specialist_slots: dict[str, asyncio.Semaphore] = {}
+        self._waiting: dict[int, Msg] = {}
         self._specs: dict[str, SpecialistVersion] = {}
         # Derived from _specs when it changes, not on every invocation (the hot path).
         self._spawnable: frozenset[str] = frozenset()
@@ -159,7 +182,7 @@ class Host:
         except* _Stop:
             pass
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._workers.shutdown()
             self._stopped.set()
 
     async def stop(self) -> None:
@@ -232,11 +255,17 @@ class Host:
         async with lock:
             if digest not in self._agents:
                 loop = asyncio.get_running_loop()
-                agent = await loop.run_in_executor(None, self._executor.load_cached, digest)
+                # The manifest's limits bound the load's trial instantiation (the sandbox caps them).
+                agent = await loop.run_in_executor(
+                    None, lambda: self._executor.load_cached(digest, source=spec.name, limits=spec.limits)
+                )
                 if agent is None:
                     wasm = await self.registry.module(digest)
                     agent = await loop.run_in_executor(
-                        None, lambda: self._executor.load(wasm, source=spec.name, expected_digest=digest)
+                        None,
+                        lambda: self._executor.load(
+                            wasm, source=spec.name, expected_digest=digest, limits=spec.limits
+                        ),
                     )
                 self._agents[digest] = agent
         return self._agents[digest]
@@ -254,12 +283,16 @@ class Host:
                 _log.warning("cannot pull tasks for %s yet (%r); again in 1 s", name, exc)
                 await asyncio.sleep(1.0)
         assert self._group is not None
+        mine = self._specialist_slots.setdefault(name, asyncio.Semaphore(self._specialist_cap))
         while not self._stopping.is_set():
-            # Wait for a free slot without holding it: an idle specialist's pull must not keep
-            # slots from a busy one while it waits for messages.
+            # Wait for a free slot, of the host and of this specialist, without holding it: an idle
+            # specialist's pull must not keep slots from a busy one while it waits for messages.
             await self._slots.acquire()
             self._slots.release()
-            wanted = max(1, min(self.config.fetch_batch, self.config.concurrency - self._active))
+            await mine.acquire()
+            mine.release()
+            free = min(self.config.concurrency - self._active, _free(mine))
+            wanted = max(1, min(self.config.fetch_batch, free))
             try:
                 messages = await subscription.fetch(wanted, timeout=1.0)
             except (NatsTimeout, TimeoutError):
@@ -268,19 +301,28 @@ class Host:
                 _log.warning("fetch for %s failed: %r", name, exc)
                 await asyncio.sleep(0.5)
                 continue
+            for message in messages:  # the heartbeat keeps them alive while they wait
+                self._waiting[id(message)] = message
             for index, message in enumerate(messages):
-                # Slots may have gone to other specialists meanwhile; a fetched task waits here,
-                # well within its ack_wait, for one of its own.
+                # Slots may have gone to other specialists meanwhile; a fetched task waits here for
+                # one, kept alive by the heartbeat, so it is not redelivered elsewhere meanwhile.
                 try:
-                    await self._slots.acquire()
+                    await mine.acquire()
+                    try:
+                        await self._slots.acquire()
+                    except BaseException:
+                        mine.release()
+                        raise
                 except asyncio.CancelledError:
                     for waiting in messages[index:]:  # stopping: hand them back at once
+                        self._waiting.pop(id(waiting), None)
                         await _quietly(waiting.nak())
                     raise
-                self._group.create_task(self._handle(name, message))
+                self._waiting.pop(id(message), None)
+                self._group.create_task(self._handle(name, message, mine))
         await subscription.unsubscribe()
 
-    async def _handle(self, name: str, msg: Msg) -> None:
+    async def _handle(self, name: str, msg: Msg, mine: asyncio.Semaphore) -> None:
         self._active += 1
         self._idle.clear()
         self._inflight[id(msg)] = _Inflight(msg=msg, started=time.monotonic())
@@ -300,6 +342,7 @@ class Host:
             if not self._active:
                 self._idle.set()
             self._slots.release()
+            mine.release()
 
     async def _heartbeat(self) -> None:
         """One loop for every task in flight: progress to the server, so a short ack_wait only bites
@@ -311,6 +354,8 @@ class Host:
         interval = self.config.layout.ack_wait_s / 3
         while True:
             await asyncio.sleep(interval)
+            for waiting in list(self._waiting.values()):
+                await _quietly(waiting.in_progress())
             now = time.monotonic()
             for inflight in list(self._inflight.values()):
                 if now - inflight.started < interval:
@@ -366,11 +411,26 @@ class Host:
         self.stats.per_specialist[name] = self.stats.per_specialist.get(name, 0) + 1
 
         redelivered = meta.num_delivered > 1
-        if redelivered and await self._committer.replay(task.task_id):
-            # Committed before (we crashed, or lost the lease after committing): replayed; ack.
-            self.stats.replayed += 1
+        if meta.num_delivered > self.config.layout.max_deliveries and await self._committer.committed(
+            task.task_id
+        ):
+            # Committed, but its outbox would not go out in all these deliveries: stop replaying it.
+            await self._dead_letter_committed(task, f"its committed outbox was not published after "
+                                              f"{meta.num_delivered - 1} deliveries")  # fmt: skip
             await msg.ack()
             return
+        if redelivered:
+            try:
+                replayed = await self._committer.replay(task.task_id)
+            except OutboxRefused as exc:
+                await self._dead_letter_committed(task, f"its committed outbox cannot be published: {exc}")
+                await msg.ack()
+                return
+            if replayed:
+                # Committed before (we crashed, or lost the lease after committing): replayed; ack.
+                self.stats.replayed += 1
+                await msg.ack()
+                return
 
         spec = await self._version(name, task.version)
         if spec is None or spec.digest is None:
@@ -440,7 +500,7 @@ class Host:
                 spawnable=self._spawnable,
                 now_unix_ms=int(time.time() * 1000),
             )
-            outcome = await loop.run_in_executor(self._pool, self._executor.run, agent, invocation)
+            outcome = await self._workers.run(self._executor.run, agent, invocation)
             if outcome.status is Status.ERROR:
                 if attempt < self.config.layout.max_attempts:
                     await self._count_failure(task.task_id, attempt)
@@ -457,6 +517,12 @@ class Host:
             except CommitConflict:
                 self.stats.conflicts += 1
                 continue
+            except OutboxRefused as exc:
+                # What it did can never be committed: final at once, with the reason.
+                refused = Outcome(status=Status.ERROR, error=GuestError(ErrorKind.QUOTA, str(exc)))
+                await self._commit_final(task, spec, attempt, now_ms, refused)
+                await msg.ack()
+                return
             self.stats.committed += 1
             await msg.ack()
             return
@@ -529,10 +595,8 @@ class Host:
             msg = await self._js.get_msg(INSTANCES_STREAM, subject=record_subject(instance), direct=True)
         except NotFoundError:
             return None
-        try:
-            state = cbor2.loads(msg.data or b"").get("state")
-        except (cbor2.CBORError, AttributeError):
-            return None
+        record = decode_map(msg.data)
+        state = record.get("state") if record is not None else None
         return str(state) if state is not None else None
 
     async def _is_suspended(self, instance: str) -> bool:
@@ -545,6 +609,21 @@ class Host:
         await self._js.publish(
             inbox_subject(task.instance_id), body, headers={"Nats-Msg-Id": f"{task.task_id}.inbox"}
         )
+
+    async def _dead_letter_committed(self, task: Task, reason: str) -> None:
+        """A task whose effects were committed but whose outbox cannot go out: recorded, not replayed."""
+        from ._layout import dead_subject
+
+        record = cbor2.dumps(
+            {"task": encode_task(task), "error": reason, "kind": "outbox", "at_ms": int(time.time() * 1000)}
+        )
+        await self._js.publish(
+            dead_subject(task.specialist, task.task_id),
+            record,
+            headers={"Nats-Msg-Id": f"dead.{task.task_id}.outbox"},
+        )
+        self.stats.dead += 1
+        _log.warning("task %s dead-lettered: %s", task.task_id, reason)
 
     async def _dead_letter_raw(self, name: str, msg: Msg, reason: str) -> None:
         from ._layout import dead_subject
@@ -568,6 +647,11 @@ class _Inflight:
     started: float
     task: tuple[Task, int, int] | None = None
     recorded: bool = False
+
+
+def _free(semaphore: asyncio.Semaphore) -> int:
+    """Permits a semaphore can give right now."""
+    return max(semaphore._value, 0)
 
 
 class _InstanceLock:

@@ -59,6 +59,8 @@ INBOX_STREAM = "DAGR_INBOX"
 INSTANCES_STREAM = "DAGR_INSTANCES"
 DEAD_STREAM = "DAGR_DEAD"
 AGENTS_STREAM = "DAGR_AGENTS"
+#: What DAGR_AGENTS captures: what agents report to people.
+AGENTS_SUBJECTS = ("agents.main.>",)
 
 #: Nats-Msg-Id dedupe window on every stream that takes effects. A redelivered task is replayed
 #: within ack_wait x attempts, well inside it; commit markers cover anything later.
@@ -215,7 +217,7 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
             layout,
             name=AGENTS_STREAM,
             description="what agents publish for people (agents.main.>)",
-            subjects=["agents.main.>"],
+            subjects=list(AGENTS_SUBJECTS),
             max_age=30 * DAY_S,
         ),
     ]

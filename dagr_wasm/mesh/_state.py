@@ -12,11 +12,11 @@ import asyncio
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
-import cbor2
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from ..invocation import ChildReply, Scope, StateEntry, StateUnavailable
+from ..payload import decode_map
 from ._layout import INBOX_STREAM, STATE_BUCKET, cursor_key, inbox_subject, state_key
 from ._tasks import TaskError, decode_reply
 
@@ -158,8 +158,8 @@ class LazyInbox(Sequence[ChildReply]):
                 break
             seq = int(msg.seq or 0)
             try:
-                replies.append(decode_reply(cbor2.loads(msg.data or b""), seq=seq))
-            except (TaskError, ValueError, KeyError, cbor2.CBORError):
+                replies.append(decode_reply(decode_map(msg.data), seq=seq))
+            except (TaskError, ValueError, KeyError):
                 continue  # not a reply we wrote; skip it rather than wedge the instance
         self.loaded = True
         self._replies = replies

@@ -13,6 +13,7 @@ sequence, so a redelivery still names the same instance.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -20,7 +21,8 @@ from typing import Any, Literal
 import cbor2
 
 from ..invocation import ChildReply, Event, Message, Reply, Start, Wake
-from ..policy import Grants, Limits
+from ..payload import decode_map
+from ..policy import Grants, Limits, is_valid_subject
 
 __all__ = [
     "TASK_HEADER",
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 TASK_HEADER = "Dagr-Task"
+#: Task and instance ids become parts of subjects and KV keys: a strict alphabet, matched whole.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _FORMAT = 1
 #: Deeper spawn trees are refused: every level adds a grant ceiling to carry.
 MAX_DEPTH = 32
@@ -159,14 +163,21 @@ def decode_task(
             created_ms=now_ms,
         )
     try:
-        doc = cbor2.loads(data)
-        if not isinstance(doc, dict) or doc.get("v") != _FORMAT:
+        doc = decode_map(data)
+        if doc is None or doc.get("v") != _FORMAT:
             raise TaskError(f"unknown task format {doc.get('v') if isinstance(doc, dict) else '?'}")
         kind = doc["kind"]
         if kind not in ("start", "wake", "reply", "message"):
             raise TaskError(f"unknown task kind {kind!r}")
         if doc["specialist"] != specialist:
             raise TaskError(f"a task for {doc['specialist']!r} on the topic of {specialist!r}")
+        for field_name in ("id", "instance", "parent", "root"):
+            value = doc.get(field_name)
+            if value is not None and value != "" and not (isinstance(value, str) and _ID.fullmatch(value)):
+                raise TaskError(f"task field {field_name!r} is not an id (1-128 of A-Za-z0-9_-)")
+        reply_to = doc.get("reply_to")
+        if reply_to is not None and not (isinstance(reply_to, str) and is_valid_subject(reply_to)):
+            raise TaskError("task field 'reply_to' is not a valid subject")
         return Task(
             task_id=str(doc["id"]),
             kind=kind,

@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 import tempfile
 import threading
 from collections import OrderedDict
@@ -29,7 +30,7 @@ from pathlib import Path
 from wasmtime import Engine, WasmtimeError
 from wasmtime.component import Component
 
-__all__ = ["CacheStats", "ComponentCache", "digest_of"]
+__all__ = ["CacheKeyRefused", "CacheStats", "ComponentCache", "digest_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -40,6 +41,18 @@ _MAC_SIZE = 32
 def digest_of(wasm: bytes) -> str:
     """The module address used everywhere: lowercase hex sha256 of the component bytes."""
     return hashlib.sha256(wasm).hexdigest()
+
+
+class CacheKeyRefused(Exception):
+    """The sealing key on disk is not safe to trust; the disk cache is not used."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"the compiled-cache key {path} is refused: {reason}. Components are compiled in memory "
+            f"only until it is fixed: delete it (a new one is made, mode 0600) or chmod 600 it."
+        )
+        self.path = path
+        self.reason = reason
 
 
 class CacheStats:
@@ -73,6 +86,8 @@ class ComponentCache:
         # One compile per digest at a time: two tasks for a new module must not compile it twice.
         self._compiling: dict[str, threading.Lock] = {}
         self.stats = CacheStats()
+        #: Why the disk cache is not used (an unsafe key), once that is known.
+        self.refused: CacheKeyRefused | None = None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -143,30 +158,61 @@ class ComponentCache:
     # -- disk -------------------------------------------------------------------------------
 
     def _host_key(self) -> bytes:
+        """This host's sealing key, created on first use (exclusively, mode 0600).
+
+        An existing key is trusted only if it is a regular file of 32 bytes owned by this user and
+        readable by no one else: a key someone else could plant or read would let them forge
+        sealed entries, that is, run native code of their choice for a benign digest.
+        """
         assert self._key_path is not None
-        try:
-            key = self._key_path.read_bytes()
-            if len(key) == 32:
-                return key
-        except FileNotFoundError:
-            pass
+        key = self._read_key()
+        if key is not None:
+            return key
         self._key_path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        fd, tmp = tempfile.mkstemp(dir=self._key_path.parent, prefix=".host.key.")
+        fd, tmp = tempfile.mkstemp(dir=self._key_path.parent, prefix=".host.key.")  # 0600
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, key)
+            os.write(fd, secrets.token_bytes(32))
             os.fsync(fd)
         finally:
             os.close(fd)
         try:
-            # Another process may have created the key meanwhile: link() refuses to overwrite it,
-            # and then everyone uses the one that won.
+            # link() refuses to overwrite: if another process created the key meanwhile, everyone
+            # uses the one that won (and checks it like any other).
             os.link(tmp, self._key_path)
         except FileExistsError:
-            key = self._key_path.read_bytes()
+            pass
         finally:
             os.unlink(tmp)
+        key = self._read_key()
+        if key is None:
+            raise CacheKeyRefused(self._key_path, "it vanished right after it was created")
+        return key
+
+    def _read_key(self) -> bytes | None:
+        """The key if it exists and is safe; None if absent; ``CacheKeyRefused`` if unsafe."""
+        assert self._key_path is not None
+        try:
+            fd = os.open(self._key_path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # ELOOP: a symlink
+            raise CacheKeyRefused(self._key_path, f"it cannot be opened safely ({exc.strerror})") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise CacheKeyRefused(self._key_path, "it is not a regular file")
+            if info.st_uid != os.geteuid():
+                raise CacheKeyRefused(self._key_path, f"it is owned by uid {info.st_uid}, not by this user")
+            if info.st_mode & 0o077:
+                raise CacheKeyRefused(
+                    self._key_path,
+                    f"its mode is {stat.S_IMODE(info.st_mode):04o}: others may read or write it",
+                )
+            key = os.read(fd, 64)
+        finally:
+            os.close(fd)
+        if len(key) != 32:
+            raise CacheKeyRefused(self._key_path, f"it holds {len(key)} bytes, not 32")
         return key
 
     def _seal(self, digest: str, body: bytes) -> bytes:
@@ -176,9 +222,21 @@ class ComponentCache:
         mac.update(body)
         return mac.digest()
 
+    def _disk_usable(self) -> bool:
+        """Whether the disk cache may be used: it is configured and its key is safe."""
+        if self._dir is None or self.refused is not None:
+            return False
+        try:
+            self._host_key()
+        except CacheKeyRefused as exc:
+            self.refused = exc
+            _log.error("%s", exc)
+            return False
+        return True
+
     def _from_disk(self, digest: str) -> Component | None:
         path = self.entry_path(digest)
-        if path is None:
+        if path is None or not self._disk_usable():
             return None
         try:
             blob = path.read_bytes()
@@ -206,7 +264,7 @@ class ComponentCache:
 
     def _to_disk(self, digest: str, component: Component) -> None:
         path = self.entry_path(digest)
-        if path is None:
+        if path is None or not self._disk_usable():
             return
         body = bytes(component.serialize())
         path.parent.mkdir(parents=True, exist_ok=True)

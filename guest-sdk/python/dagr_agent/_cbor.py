@@ -248,7 +248,9 @@ class _Decoder:
         if major == _MAJOR_TAG:
             tag = self._argument(info, start)
             if tag == _SELF_DESCRIBE_TAG:
-                return self.item(depth)
+                # Counted as a level: 5,000 nested tags must not recurse 5,000 frames deep.
+                self._check_depth(depth, start)
+                return self.item(depth + 1)
             raise ValueError(f"CBOR: tag {tag} at offset {start} is not supported (no tags, no bignums)")
         return self._simple(info, start)
 
