@@ -155,6 +155,7 @@ HOST_CEILING = Limits(
     max_log_bytes=512 * 1024,
     max_result_bytes=1 * MIB,
     max_write_bytes=2 * MIB,
+    max_state_writes=990,
     max_spawns=256,
     max_publishes=1000,
     max_instances=100,

@@ -80,6 +80,8 @@ _PUBLISH_TIMEOUT_S = 10.0
 #: How long a "does a stream capture this subject" answer is reused, and how many are kept.
 _CAPTURE_TTL_S = 10.0
 _MAX_KNOWN_SUBJECTS = 4096
+#: Room for a message's headers and subject beside its payload.
+_HEADROOM_BYTES = 1024
 
 
 def iso_at(unix_ms: int) -> str:
@@ -353,10 +355,17 @@ class Committer:
         ``CommitConflict`` (re-run the task) or ``RuntimeFailure`` (NATS trouble: retry later).
         """
         outbox = plan_outbox(ctx, outcome)
+        encoded = outbox.encode()
+        if len(encoded) + _HEADROOM_BYTES > self._nc.max_payload:
+            raise OutboxRefused(
+                f"what the invocation caused is {len(encoded)} bytes, more than the server takes in one "
+                f"message ({self._nc.max_payload}): lower its max_result_bytes and max_write_bytes, or "
+                "raise the server's max_payload"
+            )
         state_msgs = self._state_messages(ctx, outcome) if outcome.committable else []
         marker = marker_key(ctx.task.task_id)
         fresh = await (
-            self._batch(ctx, state_msgs, marker, outbox) if state_msgs else self._mark(marker, outbox)
+            self._batch(ctx, state_msgs, marker, encoded) if state_msgs else self._mark(marker, encoded)
         )
         if not fresh:
             stored = await self._reader.raw(marker)
@@ -403,10 +412,10 @@ class Committer:
             )
         return messages
 
-    async def _mark(self, marker: str, outbox: Outbox) -> bool:
+    async def _mark(self, marker: str, outbox: bytes) -> bool:
         kv = await self._bucket()
         try:
-            await kv.create(marker, outbox.encode(), msg_ttl=MARKER_TTL_S)
+            await kv.create(marker, outbox, msg_ttl=MARKER_TTL_S)
         except KeyWrongLastSequenceError:
             return False
         except NatsTimeout as exc:
@@ -418,16 +427,16 @@ class Committer:
         ctx: CommitContext,
         state_msgs: list[tuple[str, bytes, dict[str, str]]],
         marker: str,
-        outbox: Outbox,
+        outbox: bytes,
     ) -> bool:
         messages = [
             *state_msgs,
-            (KV_PREFIX + marker, outbox.encode(), {_ELSS: "0", "Nats-TTL": f"{MARKER_TTL_S}s"}),
+            (KV_PREFIX + marker, outbox, {_ELSS: "0", "Nats-TTL": f"{MARKER_TTL_S}s"}),
         ]
         # A batch abandoned half-way stays open on the server (50 at most per stream, and all state
         # shares one stream): check everything that could make a message fail before opening one.
         for subject, data, _headers in messages:
-            if not is_valid_subject(subject) or len(data) + 512 > self._nc.max_payload:
+            if not is_valid_subject(subject) or len(data) + _HEADROOM_BYTES > self._nc.max_payload:
                 raise OutboxRefused(
                     f"the state commit holds a message the server cannot take ({subject[:80]!r})"
                 )
