@@ -25,7 +25,7 @@ from ..paths import compiled_cache_dir
 from ..payload import decode_map, to_tagged
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
-from ._render import JsonFlag, err_console, inert, iso_ms, print_json, stdout_console
+from ._render import JsonFlag, err_console, inert, iso_ms, print_json, stdout_console, warn_broad_grants
 
 __all__ = [
     "cancel_command",
@@ -132,6 +132,7 @@ def register_specialist_command(
     if topic:
         fields["topic"] = topic
     manifest: Manifest = validate_manifest(fields, source="the specialist's flags")
+    warn_broad_grants(manifest.grants)
     wasm_path: Path | None = None
     if module is not None and not module.is_dir():
         wasm_path = module

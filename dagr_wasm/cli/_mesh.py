@@ -24,7 +24,7 @@ from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, ServerConfig,
 from ..paths import compiled_cache_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
-from ._render import JsonFlag, err_console, print_json, stdout_console
+from ._render import JsonFlag, err_console, print_json, stdout_console, warn_broad_grants
 
 __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
 
@@ -183,6 +183,7 @@ def deploy_command(
             str(agent), "no manifest", hint="Pass --manifest dagr.toml with the agent's name and grants."
         )
     spec = load_manifest(manifest_path)
+    warn_broad_grants(spec.grants)
     wasm_path = build_agent(agent).wasm if agent.is_dir() else agent
     with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
         # Refuse what no host could run, before anything is stored (this also warms this host's cache).

@@ -28,6 +28,7 @@ from ..invocation import (
     Suspend,
 )
 from ..payload import to_tagged
+from ..policy import Grants
 
 __all__ = [
     "JsonFlag",
@@ -39,6 +40,7 @@ __all__ = [
     "render_outcome",
     "safe",
     "stdout_console",
+    "warn_broad_grants",
 ]
 
 #: The --json flag every data command takes.
@@ -72,6 +74,16 @@ def inert(text: object, style: str = "") -> Text:
     neutralises escape sequences, so guest data cannot restyle, retitle or rewrite the terminal.
     """
     return Text(safe(text), style=style)
+
+
+def warn_broad_grants(grants: Grants) -> None:
+    """Say so when a manifest grants wide publish patterns: allowed, but worth a second look."""
+    for pattern in grants.broad_patterns():
+        err_console.print(
+            Text("warning: ", style="yellow").append(
+                inert(f"grants.publish {pattern!r} is broad: the agent may publish to any subject it matches")
+            )
+        )
 
 
 def print_json(document: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -33,7 +34,11 @@ from ._layout import MODULES_BUCKET, REGISTRY_BUCKET, Layout, ensure_specialist
 
 __all__ = ["Registry", "SpecialistVersion"]
 
+_log = logging.getLogger(__name__)
+
 _WASM_COMPONENT = b"\x00asm\x0d\x00\x01\x00"
+#: The largest module stored (hosts refuse to compile more: sandbox MAX_MODULE_BYTES, same value).
+MAX_MODULE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,13 +109,23 @@ class Registry:
         if wasm is not None:
             if wasm[:8] != _WASM_COMPONENT:
                 raise ModuleError("it is not a wasm component", source=f"module for {manifest.name}")
+            if len(wasm) > MAX_MODULE_BYTES:
+                raise ModuleError(
+                    f"it is {len(wasm)} bytes, more than the {MAX_MODULE_BYTES} a deployment stores",
+                    source=f"module for {manifest.name}",
+                )
             digest = hashlib.sha256(wasm).hexdigest()
             await self._upload(digest, wasm)
         await ensure_specialist(self._js, self._layout, manifest.name)
         kv = await self._bucket()
         for _ in range(20):  # concurrent deploys of one specialist: retry on a lost race
             current = await self._entry(f"spec.{manifest.name}")
-            previous = SpecialistVersion.from_json(json.loads(current.value)) if current else None
+            previous = _decode(current)
+            if current is not None and previous is None:
+                raise RuntimeFailure(
+                    f"the registry entry of {manifest.name} is not valid (written by something other "
+                    f"than dagr?); inspect and delete spec.{manifest.name} in {REGISTRY_BUCKET}"
+                )
             if wasm is None and previous is not None:
                 digest = previous.digest  # re-registering keeps the deployed module
             version = SpecialistVersion(
@@ -160,8 +175,7 @@ class Registry:
             return None
 
     async def current(self, name: str) -> SpecialistVersion | None:
-        entry = await self._entry(f"spec.{name}")
-        return SpecialistVersion.from_json(json.loads(entry.value)) if entry else None
+        return _decode(await self._entry(f"spec.{name}"))
 
     async def require(self, name: str) -> SpecialistVersion:
         found = await self.current(name)
@@ -171,8 +185,7 @@ class Registry:
         return found
 
     async def version(self, name: str, version: int) -> SpecialistVersion | None:
-        entry = await self._entry(f"ver.{name}.{version}")
-        return SpecialistVersion.from_json(json.loads(entry.value)) if entry else None
+        return _decode(await self._entry(f"ver.{name}.{version}"))
 
     async def list(self) -> list[SpecialistVersion]:
         prefix = f"$KV.{REGISTRY_BUCKET}."
@@ -182,9 +195,9 @@ class Registry:
             return []
         found = []
         for subject in sorted(info.state.subjects or {}):
-            entry = await self._entry(subject[len(prefix) :])
-            if entry is not None and entry.value:
-                found.append(SpecialistVersion.from_json(json.loads(entry.value)))
+            spec = _decode(await self._entry(subject[len(prefix) :]))
+            if spec is not None:
+                found.append(spec)
         return found
 
     async def module(self, digest: str) -> bytes:
@@ -208,6 +221,24 @@ class Registry:
             async for entry in watcher:
                 if entry is None or entry.value is None or entry.operation is not None:
                     continue  # the end-of-initial-values marker, or a delete
-                yield SpecialistVersion.from_json(json.loads(entry.value))
+                spec = _decode(entry)
+                if spec is not None:
+                    yield spec
         finally:
             await watcher.stop()
+
+
+def _decode(entry: Any) -> SpecialistVersion | None:
+    """The specialist in a registry entry; None (logged) for one that does not validate.
+
+    Entries are validated when they are written, so one that does not validate now was written by
+    something else (a tampered registry, a grant this version refuses): it is never run, and it
+    must not stop a host from following the rest of the registry.
+    """
+    if entry is None or not entry.value:
+        return None
+    try:
+        return SpecialistVersion.from_json(json.loads(entry.value))
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        _log.error("registry entry %s is not valid and is ignored: %s", entry.key, str(exc)[:500])
+        return None

@@ -114,6 +114,8 @@ class Recorder:
         self.replies_read = False
         #: Linear memory accounting, when the engine measures it.
         self.memory: MeteredMemories | None = None
+        #: Why a host call stopped the guest (kind: deadline, quota, exit, trap; message), if one did.
+        self.stopped: tuple[str, str] | None = None
         #: The WASI resources of this invocation; its deadline bounds every wait.
         self.wasi = WasiTable(deadline_ns=time.monotonic_ns() + invocation.limits.timeout_ms * 1_000_000)
         self._partial: dict[str, str] = {"stdout": "", "stderr": ""}
@@ -127,6 +129,9 @@ class Recorder:
         if self.host_calls > self.limits.max_host_calls:
             return self.refuse("quota-exceeded", f"more than max_host_calls={self.limits.max_host_calls}")
         return None
+
+    def stop(self, kind: str, message: str) -> None:
+        self.stopped = (kind, message)
 
     def refuse(self, kind: str, message: str) -> Variant:
         self.last_refusal = (kind, message)
@@ -355,13 +360,16 @@ def _bind(fn: Callable[..., Any], *, refusable: bool) -> Callable[..., Any]:
         rec = _current.get()
         if rec is None:
             raise WasmtimeError("dagr: host function called outside an invocation")
-        if rec.suspended is not None:
+        if rec.suspended is not None or rec.stopped is not None:
             raise WasmtimeError(SUSPEND_TRAP)
         refused = rec.begin_call()
         if refused is not None:
             if refusable:
                 return refused
-            return None  # log: over quota, the line is dropped
+            # A call that cannot say no (log): past the quota the guest is stopped, so that a flood
+            # of them costs the host no more than the quota allows.
+            rec.stop("quota", f"more than max_host_calls={rec.limits.max_host_calls}")
+            raise WasmtimeError("dagr: host call quota")
         try:
             return fn(rec, *args)
         except WasmtimeError:
@@ -383,13 +391,13 @@ def _bind_wasi(fn: Callable[..., Any]) -> Callable[..., Any]:
         rec = _current.get()
         if rec is None:
             raise WasmtimeError("dagr: host function called outside an invocation")
-        if rec.suspended is not None or rec.wasi.stopped is not None:
+        if rec.suspended is not None or rec.stopped is not None:
             raise WasmtimeError(SUSPEND_TRAP)
         rec.host_calls += 1
         if rec.host_calls > rec.limits.max_host_calls:
-            rec.wasi.stopped = ("quota", f"more than max_host_calls={rec.limits.max_host_calls}")
+            rec.stop("quota", f"more than max_host_calls={rec.limits.max_host_calls}")
             raise WasmtimeError("dagr: host call quota")
-        call = WasiCall(rec.wasi, store, rec.output)
+        call = WasiCall(rec.wasi, store, rec.output, rec.stop)
         try:
             return fn(call, *args)
         except WasmtimeError:

@@ -52,6 +52,8 @@ __all__ = ["AgentComponent", "Sandbox"]
 _bytes.install()
 
 _WASM_MAGIC = b"\x00asm"
+#: The largest module a host compiles (a Python agent is ~18 MB): more is refused before compiling.
+MAX_MODULE_BYTES = 64 * 1024 * 1024
 _COMPONENT_LAYER = b"\x0d\x00\x01\x00"
 _CORE_VERSION = b"\x01\x00\x00\x00"
 
@@ -279,6 +281,12 @@ def _ticks(timeout_ms: int, tick_ms: int) -> int:
 
 
 def _check_header(wasm: bytes, source: str) -> None:
+    if len(wasm) > MAX_MODULE_BYTES:
+        raise ModuleError(
+            f"it is {len(wasm)} bytes, more than the {MAX_MODULE_BYTES} a host compiles",
+            source=source,
+            hint="Keep data out of the module; an agent reads what it needs through its grants.",
+        )
     if len(wasm) < 8 or wasm[:4] != _WASM_MAGIC:
         raise ModuleError(
             "it is not WebAssembly (no \\0asm header)", source=source, hint="Pass a .wasm component."
@@ -324,8 +332,8 @@ def _classify(message: str, rec: Recorder, stage: str) -> GuestError:
         return GuestError(ErrorKind.HOST, f"host fault in a host call:\n{rec.host_fault or message}")
     if rec.suspended is not None or SUSPEND_TRAP in message:
         return GuestError(ErrorKind.TRAP, SUSPEND_TRAP)
-    if rec.wasi.stopped is not None:
-        kind, why = rec.wasi.stopped
+    if rec.stopped is not None:
+        kind, why = rec.stopped
         if kind == "deadline":
             return GuestError(ErrorKind.DEADLINE, f"{why} of {rec.limits.timeout_ms} ms")
         if kind == "quota":

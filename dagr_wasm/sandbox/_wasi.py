@@ -381,8 +381,6 @@ class WasiTable:
     deadline_ns: int
     entries: dict[int, object] = field(default_factory=dict)
     next_rep: int = 1
-    #: Why the guest was stopped by a WASI call (exit, a wait past the deadline), if it was.
-    stopped: tuple[str, str] | None = None
 
     def add(self, resource: str, value: object) -> ResourceHost:
         rep = self.next_rep
@@ -401,6 +399,8 @@ class WasiCall:
     table: WasiTable
     store: Any
     output: Callable[[str, bytes], None]
+    #: Records why the guest must stop (kind, message) on the invocation's Recorder.
+    on_stop: Callable[[str, str], None]
     #: Handles already given back to wasmtime by reading them (``to_host`` releases a borrow).
     released: set[int] = field(default_factory=set)
 
@@ -426,7 +426,7 @@ class WasiCall:
 
     def stop(self, kind: str, message: str) -> WasmtimeError:
         """Record why the guest must stop now; raise the returned error to stop it."""
-        self.table.stopped = (kind, message)
+        self.on_stop(kind, message)
         return WasmtimeError(f"dagr: {message}")
 
 

@@ -158,29 +158,30 @@ async def assert_contained(
     status: dict[str, Any],
     *,
     before: Snapshot,
-    reason: str,
+    reason: str | tuple[str, ...],
     state: str = "dead",
 ) -> None:
     """The attack ended ``state`` with ``reason`` recorded, changed nothing outside its own records,
     and the host still serves a benign agent."""
+    reasons = (reason,) if isinstance(reason, str) else reason
     assert status["state"] == state, status
-    assert reason.lower() in str(status.get("error")).lower(), status.get("error")
+    assert any(r.lower() in str(status.get("error")).lower() for r in reasons), status.get("error")
     instance = status["id"]
     assert await arena.state_keys(instance) == set(), "an attacker's state was committed"
     after = await arena.snapshot()
     new = before.new_subjects(after)
-    task = status["task"]
-    # The runtime's own bookkeeping of the task: its commit marker, its failure count, its dead letter.
-    allowed = {
-        f"$KV.dagr-state.x.{task}",
-        f"$KV.dagr-state.f.{task}",
-        f"dagr.dead.{status['specialist']}.{task}",
+    # The runtime's own bookkeeping of tasks (this one's and those of attacks still settling beside
+    # it): commit markers, failure counts, dead letters. Anything else new is a leak.
+    bookkeeping = ("$KV.dagr-state.x.", "$KV.dagr-state.f.", "dagr.dead.")
+    leaked = {
+        stream: {s for s in subjects if not s.startswith(bookkeeping)}
+        for stream, subjects in new.items()
+        if any(not s.startswith(bookkeeping) for s in subjects)
     }
-    leaked = {stream: subjects - allowed for stream, subjects in new.items() if subjects - allowed}
     assert leaked == {}, f"the attack reached subjects outside its grants: {leaked}"
     if state == "dead":
         dead = await arena.dead_letter(instance)
-        assert reason.lower() in str(dead.get("error")).lower(), dead
+        assert any(r.lower() in str(dead.get("error")).lower() for r in reasons), dead
     await arena.benign_still_served()
 
 
