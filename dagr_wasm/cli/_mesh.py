@@ -38,11 +38,25 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(runner())
 
 
-async def serve_host(mesh: Mesh, *, concurrency: int, stop: asyncio.Event, quiet: bool = False) -> Host:
+async def serve_host(
+    mesh: Mesh,
+    *,
+    concurrency: int,
+    stop: asyncio.Event,
+    quiet: bool = False,
+    workers: int | None = None,
+    specialist_concurrency: int | None = None,
+) -> Host:
     """Run a host on ``mesh`` until ``stop`` is set, then stop it gracefully."""
     sandbox = Sandbox(cache_dir=compiled_cache_dir())
     host_id = f"{socket.gethostname()}:{os.getpid()}"
-    config = HostConfig(layout=mesh.layout, concurrency=concurrency, host_id=host_id)
+    config = HostConfig(
+        layout=mesh.layout,
+        concurrency=concurrency,
+        host_id=host_id,
+        workers=workers,
+        specialist_concurrency=specialist_concurrency,
+    )
     host = Host(mesh.nc, mesh.js, sandbox, config)
     try:
         async with asyncio.TaskGroup() as group:
@@ -141,6 +155,18 @@ def host_command(
             "--replicas", min=1, max=5, help="Stream replicas if this host lays out a new deployment."
         ),
     ] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Threads running wasm at most (default: one per slot)."),
+    ] = None,
+    specialist_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--specialist-concurrency",
+            min=1,
+            help="Slots one specialist may hold (default: half, at least 1).",
+        ),
+    ] = None,
     *,
     connection: Connection,
 ) -> None:
@@ -156,7 +182,13 @@ def host_command(
         mesh = await Mesh.connect(options, layout=Layout(replicas=replicas))
         try:
             err_console.print(f"[green]host[/green] on {', '.join(options.servers)}, {concurrency} slots")
-            await serve_host(mesh, concurrency=concurrency, stop=stop)
+            await serve_host(
+                mesh,
+                concurrency=concurrency,
+                stop=stop,
+                workers=workers,
+                specialist_concurrency=specialist_concurrency,
+            )
         finally:
             await mesh.close()
 
