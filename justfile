@@ -37,5 +37,9 @@ bench-sandbox *ARGS:
 bench-mesh *ARGS:
     {{python}} benchmarks/bench_mesh.py {{ARGS}}
 
+# A benign agent's latency beside four hostile ones, on one host process (about 3 min).
+bench-fairness *ARGS:
+    {{python}} benchmarks/bench_fairness.py {{ARGS}}
+
 # All benchmarks.
-bench: bench-sandbox bench-mesh
+bench: bench-sandbox bench-mesh bench-fairness

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import watkit
-from conftest import Arena, attacker_wit, wat_agent
+from conftest import WASI_WIT, Arena, attacker_wit, wat_agent
 
 from dagr_wasm.errors import ModuleError
 from dagr_wasm.sandbox import Sandbox
@@ -132,8 +132,6 @@ WASI_LOOK_ALIKES = {
 
 @pytest.mark.parametrize("case", list(WASI_LOOK_ALIKES))
 def test_a_look_alike_wasi_import_is_refused(sandbox: Sandbox, tmp_path: Path, case: str) -> None:
-    from conftest import WASI_WIT
-
     old, new, core_import, world_import, message = WASI_LOOK_ALIKES[case]
     wit = attacker_wit(tmp_path, imports=world_import)
     wit.write_text(wit.read_text().replace(WASI_WIT, WASI_WIT.replace(old, new)))
