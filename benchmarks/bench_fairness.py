@@ -5,9 +5,10 @@ Python ``echo``; each sample is one spawn through ``Mesh.spawn`` until its resul
 (``Mesh.result``), one at a time. Measured three ways, in one run:
 
 1. **alone**: nothing else on the host;
-2. **beside 4 hostile**: four hostile invocations kept in flight the whole time (each one replaced
-   as soon as it ends): two Python agents spinning until their 2 s deadline (``hostile-loop``) and
-   two sleeping just under it (``hostile-sleep``, ``naps``);
+2. **beside 4 hostile**: four hostile instances kept in flight the whole time (each one replaced
+   as soon as it ends or is retrying, so with their retries 4-8 hostile invocations run at once):
+   two Python agents spinning until their 2 s deadline (``hostile-loop``) and two sleeping just
+   under it (``hostile-sleep``, ``naps``);
 3. **beside 4 hostile, one worker** (how hosts ran before: ``--workers 1
    --specialist-concurrency 8``), for comparison.
 
@@ -117,6 +118,8 @@ async def keep_hostile(mesh: Mesh, stop: asyncio.Event) -> int:
             instance = await mesh.spawn(specialist, context)
             while not stop.is_set():
                 status = await mesh.status(instance)
+                # Replaced as soon as it is retrying: its retries come on top, so between four and
+                # eight hostile invocations run at any time (the per-specialist caps bound them).
                 if status is not None and status.get("state") in ("finished", "failed", "dead", "retrying"):
                     finished += 1
                     break

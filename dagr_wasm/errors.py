@@ -10,10 +10,14 @@ The type decides the fate of the failure::
     │   ├── ModuleError            bytes that are not a loadable dagr agent component
     │   ├── AgentSourceError       an agent directory that does not build
     │   ├── PayloadError           a payload, context or state file that cannot be used
-    │   └── NotFoundError          a specialist, instance or file that does not exist
+    │   ├── NotFoundError          a specialist, instance or file that does not exist
+    │   ├── NotDeployed            a specialist registered without a module
+    │   └── InstanceStateError     an action the instance's state does not allow (cancel a finished one)
     └── RuntimeFailure             the runtime could not do its job: exit code 1, safe to retry
         ├── ServerError            the embedded nats-server would not start or stop
         ├── ConnectionFailure      NATS is unreachable or refused us
+        ├── MeshFailure            NATS answered, but not as a dagr deployment should (nats-py errors,
+        │   └── LayoutMissing      translated at one seam: mesh/_nats_errors.py); a server with no dagr layout
         └── CommitConflict         another invocation changed state first (internal: re-run)
 
 Faults of an agent (traps, exhausted limits, refused host calls) are not exceptions: they are data
@@ -27,8 +31,12 @@ __all__ = [
     "CommitConflict",
     "ConnectionFailure",
     "DagrError",
+    "InstanceStateError",
+    "LayoutMissing",
     "ManifestError",
+    "MeshFailure",
     "ModuleError",
+    "NotDeployed",
     "NotFoundError",
     "PayloadError",
     "RuntimeFailure",
@@ -107,6 +115,29 @@ class NotFoundError(UsageError):
         super().__init__(f"no {kind} named {name!r}.{tail}")
 
 
+class NotDeployed(UsageError):
+    """A specialist that is registered but has no module: nothing could run its instances."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"specialist {name!r} is registered without a module, so no host can run it. Deploy one "
+            f"with `dagr deploy agents/{name}` (or `dagr register specialist --name {name} "
+            "--module FILE.wasm`)."
+        )
+
+
+class InstanceStateError(UsageError):
+    """An action on an instance that its state does not allow."""
+
+    def __init__(self, instance: str, state: str, action: str, *, hint: str = "") -> None:
+        self.instance = instance
+        self.state = state
+        self.action = action
+        tail = f" {hint}" if hint else ""
+        super().__init__(f"cannot {action} instance {instance}: it is {state}.{tail}")
+
+
 class RuntimeFailure(DagrError):
     """The runtime could not do its job; the input may be fine. Usually worth retrying."""
 
@@ -137,6 +168,28 @@ class ConnectionFailure(RuntimeFailure):
         super().__init__(
             f"cannot reach NATS at {url}: {reason}. Start one with `dagr up`, or point --nats / NATS_URL "
             "at a running server."
+        )
+
+
+class MeshFailure(RuntimeFailure):
+    """NATS answered, but not as a dagr deployment should: what it said, and what to do."""
+
+    def __init__(self, reason: str, *, hint: str = "") -> None:
+        self.reason = reason
+        self.hint = hint
+        tail = f" {hint}" if hint else ""
+        super().__init__(f"{reason}.{tail}")
+
+
+class LayoutMissing(MeshFailure):
+    """The server has no dagr layout (streams and buckets), or JetStream is off."""
+
+    def __init__(self, missing: str) -> None:
+        self.missing = missing
+        super().__init__(
+            f"the NATS server has no dagr layout ({missing})",
+            hint="Is this the right server? `dagr up` (or `dagr host`, `dagr deploy`) lays it out; "
+            "JetStream must be enabled (nats-server -js).",
         )
 
 

@@ -250,8 +250,15 @@ class ErrorKind(enum.StrEnum):
     STACK_OVERFLOW = "stack-overflow"
     QUOTA = "quota"
     DENIED = "denied"
+    #: An unhandled refused host call other than denied or quota (``not-found``, ``invalid``).
+    REFUSED = "refused"
     INSTANTIATION = "instantiation"
     HOST = "host"
+
+    @property
+    def final(self) -> bool:
+        """Whether running the same invocation again cannot help: the same call is refused again."""
+        return self in (ErrorKind.DENIED, ErrorKind.REFUSED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ManifestError
-from .policy import Grants, Limits, is_valid_subject
+from .policy import Grants, Limits
 
 __all__ = ["MANIFEST_FILE", "Manifest", "load_manifest", "specialist_name_problem"]
 
@@ -51,11 +51,17 @@ class Manifest(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _topic_defaults_and_is_a_subject(self) -> Manifest:
+    def _topic_is_the_fixed_one(self) -> Manifest:
+        fixed = f"agents.specialist.{self.name}"
         if not self.topic:
-            object.__setattr__(self, "topic", f"agents.specialist.{self.name}")
-        if not is_valid_subject(self.topic):
-            raise ValueError(f"topic {self.topic!r} is not a valid NATS subject")
+            object.__setattr__(self, "topic", fixed)
+        if self.topic != fixed:
+            # Hosts and the task streams bind this one subject (issue 8: a topic that is stored but
+            # not bound would silently receive nothing), so it is checked rather than configurable.
+            raise ValueError(
+                f"topic {self.topic!r}: a specialist's topic is always {fixed!r} (its task stream binds "
+                "that subject); omit it"
+            )
         return self
 
 

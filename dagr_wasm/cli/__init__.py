@@ -26,7 +26,7 @@ from ._admin import (
 from ._demo import demo_command
 from ._local import build_command, run_command
 from ._mesh import deploy_command, host_command, spawn_command, up_command
-from ._render import err_console, inert
+from ._render import err_console, error_json, inert, print_json
 
 __all__ = ["app", "entrypoint", "main"]
 
@@ -63,14 +63,35 @@ app.add_typer(list_app, name="list")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code instead of exiting, so tests can call it in process."""
+    """Run the CLI; returns the exit code instead of exiting, so tests can call it in process.
+
+    Every error is printed on stderr for people; with ``--json`` one JSON error document is also
+    printed on stdout (``{"error": {"code", "type", "message", "hint"}}``), so a program driving the
+    CLI reads the same stream whatever happens.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_mode = "--json" in args
     try:
-        # Standalone mode: typer reports usage errors itself (exit code 2) and raises SystemExit.
-        app(args=argv, prog_name="dagr")
+        # Standalone mode: typer reports flags that do not parse itself (exit code 2, on stderr)
+        # and raises SystemExit; commands raise DagrError, which is reported below.
+        app(args=args, prog_name="dagr")
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 2 and json_mode:
+            print_json(
+                error_json(
+                    "usage",
+                    "UsageError",
+                    "the command line does not parse; the usage message on stderr says why",
+                    "`dagr COMMAND --help` lists the flags, with an example.",
+                )
+            )
+        return code
     except DagrError as exc:
         err_console.print(Text("error: ", style="bold red").append(inert(exc.message)))
+        if json_mode:
+            code_name = "usage" if exc.exit_code == 2 else "runtime"
+            print_json(error_json(code_name, type(exc).__name__, exc.message, getattr(exc, "hint", "") or ""))
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -94,7 +94,13 @@ def start_command(
 def register_specialist_command(
     name: Annotated[str, typer.Option("--name", help="The specialist's name.")],
     description: Annotated[str, typer.Option("--description", help="What it does (shown by list).")] = "",
-    topic: Annotated[str | None, typer.Option("--topic", help="Its task subject.")] = None,
+    topic: Annotated[
+        str | None,
+        typer.Option(
+            "--topic",
+            help="Its task subject: always agents.specialist.NAME (as in DAgR; any other is refused).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="File whose text the agent reads (config.get).")
     ] = None,

@@ -33,6 +33,7 @@ from ..policy import Grants
 __all__ = [
     "JsonFlag",
     "err_console",
+    "error_json",
     "inert",
     "iso_ms",
     "outcome_json",
@@ -84,6 +85,11 @@ def warn_broad_grants(grants: Grants) -> None:
                 inert(f"grants.publish {pattern!r} is broad: the agent may publish to any subject it matches")
             )
         )
+
+
+def error_json(code: str, kind: str, message: str, hint: str) -> dict[str, Any]:
+    """The JSON document of a failed command: ``code`` is ``usage`` (exit 2) or ``runtime`` (exit 1)."""
+    return {"error": {"code": code, "type": kind, "message": message, "hint": hint}}
 
 
 def print_json(document: Any) -> None:

@@ -22,9 +22,9 @@ from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
-from ..errors import ConnectionFailure, PayloadError
+from ..errors import ConnectionFailure, InstanceStateError, NotDeployed, PayloadError, RuntimeFailure
 from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
 from ..payload import decode_map
@@ -43,6 +43,7 @@ from ._layout import (
     topic,
     wake_subject,
 )
+from ._nats_errors import nats_seam, nats_seam_iter
 from ._registry import Registry, SpecialistVersion
 from ._state import StateReader
 from ._tasks import TASK_HEADER, Task, decode_task, encode_task, new_instance_id, task_from_status
@@ -127,17 +128,20 @@ class Mesh:
     ) -> None:
         await self.close()
 
+    @nats_seam
     async def ensure_layout(self) -> None:
         await ensure_layout(self.js, self.layout)
 
     # -- specialists -----------------------------------------------------------------------------
 
+    @nats_seam
     async def deploy(self, manifest: Manifest, wasm: bytes | None) -> SpecialistVersion:
         await self.ensure_layout()
         return await self.registry.deploy(manifest, wasm)
 
     # -- instances -------------------------------------------------------------------------------
 
+    @nats_seam
     async def spawn(
         self,
         specialist: str,
@@ -147,7 +151,7 @@ class Mesh:
         instance_id: str | None = None,
     ) -> str:
         """Start a new instance of ``specialist``; returns its id. The specialist must exist."""
-        spec = await self.registry.require(specialist)
+        spec = await self._deployed(specialist)
         if reply_to is not None and not is_valid_subject(reply_to):
             raise PayloadError(
                 f"--reply-to {reply_to!r}",
@@ -161,7 +165,7 @@ class Mesh:
             kind="start",
             instance_id=instance,
             specialist=specialist,
-            version=spec.version if spec.digest else None,
+            version=spec.version,
             root_id=instance,
             reply_to=reply_to,
             context=context,
@@ -177,6 +181,7 @@ class Mesh:
         )
         return instance
 
+    @nats_seam
     async def send(
         self,
         specialist: str,
@@ -191,7 +196,7 @@ class Mesh:
 
         ``task_id`` makes the send idempotent: sending again with the same id delivers nothing new.
         """
-        await self.registry.require(specialist)
+        await self._deployed(specialist)
         task = Task(
             task_id=task_id or f"msg-{new_instance_id()}",
             kind="message",
@@ -208,10 +213,12 @@ class Mesh:
         )
         return task.task_id
 
+    @nats_seam
     async def status(self, instance: str) -> dict[str, Any] | None:
         """The last record of the instance's journal: its state now."""
         return await self._last(record_subject(instance))
 
+    @nats_seam
     async def result(
         self, instance: str, *, wait: bool = False, timeout_s: float | None = None
     ) -> dict[str, Any] | None:
@@ -230,10 +237,12 @@ class Mesh:
 
         subscription = await self.nc.subscribe(subject, cb=on_message)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        poll_s = 0.2
         try:
             while True:
-                # Look in the stream on every round: JetStream stores a message a moment after it
-                # reaches core subscribers, so a result can slip between our subscribe and our look.
+                # Only what the stream holds is returned: JetStream stores a message a moment after
+                # it reaches core subscribers, and a caller reading the status next must see it too.
+                # A record arriving on the subscription only makes us look again soon.
                 found = _result_of(await self._last(subject))
                 if found is not None:
                     return found
@@ -241,15 +250,15 @@ class Mesh:
                 if remaining is not None and remaining <= 0:
                     return None
                 try:
-                    data = await asyncio.wait_for(arrived.get(), timeout=min(0.2, remaining or 0.2))
+                    data = await asyncio.wait_for(arrived.get(), timeout=min(poll_s, remaining or poll_s))
                 except TimeoutError:
                     continue
-                found = _result_of(decode_map(data))
-                if found is not None:
-                    return found
+                if _result_of(decode_map(data)) is not None:
+                    poll_s = 0.01  # it is on its way into the stream
         finally:
             await subscription.unsubscribe()
 
+    @nats_seam
     async def logs(self, instance: str, *, limit: int = 1000) -> list[dict[str, Any]]:
         """The instance's invocation records (state, log lines, result, costs), oldest first."""
         records: list[dict[str, Any]] = []
@@ -267,6 +276,7 @@ class Mesh:
                 records.append(record)
         return records
 
+    @nats_seam
     async def all_logs(self, *, limit: int = 200) -> list[dict[str, Any]]:
         """The last ``limit`` invocation records of every instance, oldest first."""
         info = await self.js.stream_info(INSTANCES_STREAM)
@@ -284,6 +294,7 @@ class Mesh:
                     records.append(record)
         return records[-limit:]
 
+    @nats_seam_iter
     async def follow_logs(self, instance: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """New invocation records (of one instance, or of all) as they are stored, until cancelled."""
         subject = record_subject(instance) if instance else "dagr.inst.>"
@@ -298,6 +309,7 @@ class Mesh:
         finally:
             await subscription.unsubscribe()
 
+    @nats_seam
     async def statuses(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         """The status of up to ``limit`` instances, most recently updated first."""
         info = await self.js.stream_info(INSTANCES_STREAM, subjects_filter="dagr.inst.*")
@@ -309,6 +321,7 @@ class Mesh:
         found.sort(key=lambda r: r.get("updated_ms", 0), reverse=True)
         return found[:limit]
 
+    @nats_seam
     async def children(self, instance: str) -> list[str]:
         """The ids of the instances ``instance`` spawned, in spawn order."""
         prefix = f"dagr.tree.{instance}."
@@ -320,6 +333,7 @@ class Mesh:
             ordered.append((key, subject[len(prefix) :]))
         return [child for _, child in sorted(ordered)]
 
+    @nats_seam
     async def tree(self, instance: str, *, max_depth: int = 8) -> dict[str, Any]:
         """``instance``'s status with its descendants under ``children``."""
         status = await self.status(instance) or {"id": instance, "state": "unknown"}
@@ -331,6 +345,7 @@ class Mesh:
         )
         return node
 
+    @nats_seam
     async def state_of(self, instance: str) -> dict[str, tuple[bytes, int]]:
         """The instance's state: key -> (value, revision). Read-only."""
         reader = StateReader(self.js)
@@ -342,69 +357,131 @@ class Mesh:
                 values[kv_key[len(base) :]] = (entry.value, entry.revision)
         return values
 
+    @nats_seam
     async def cancel(self, instance: str) -> dict[str, Any]:
-        """Cancel an instance: drop its pending wake, and have hosts drop its queued tasks."""
-        status = await self.require_status(instance)
-        with contextlib.suppress(NotFoundError):
-            await self.js.purge_stream(
-                SCHEDULES_STREAM, subject=sched_subject(status["specialist"], instance)
-            )
-        cancelled = {**status, "state": "cancelled", "updated_ms": int(time.time() * 1000)}
-        cancelled.pop("wake_at_ms", None)
-        await self.js.publish(record_subject(instance), cbor2.dumps(cancelled))
-        await self.js.publish(cancel_subject(instance), b"")  # hosts follow these
-        return cancelled
+        """Cancel an instance: drop its pending wake, and have hosts drop its queued tasks.
 
+        Refused (``InstanceStateError``) once the instance has ended: its result stays readable.
+        The record is written only over the record it was decided on (an expected-sequence
+        guard), so a host committing at the same moment is seen and the decision taken again.
+        """
+        for _ in range(_GUARD_ATTEMPTS):
+            status, seq = await self._head(instance)
+            if status["state"] in TERMINAL_STATES:
+                raise InstanceStateError(instance, status["state"], "cancel", hint=_ENDED_HINT)
+            # The wake first: if a host suspends the instance meanwhile, the guard below fails and
+            # the new wake is purged on the next round.
+            with contextlib.suppress(NotFoundError):
+                await self.js.purge_stream(
+                    SCHEDULES_STREAM, subject=sched_subject(status["specialist"], instance)
+                )
+            cancelled = {**status, "state": "cancelled", "updated_ms": int(time.time() * 1000)}
+            cancelled.pop("wake_at_ms", None)
+            if await self._append_record(instance, cancelled, after=seq):
+                await self.js.publish(cancel_subject(instance), b"")  # hosts follow these
+                return cancelled
+        raise RuntimeFailure(f"instance {instance} kept changing while cancelling it; try again")
+
+    @nats_seam
     async def require_status(self, instance: str) -> dict[str, Any]:
-        status = await self.status(instance)
-        if status is None:
-            raise DagrNotFound("instance", instance, hint="`dagr status` lists the instances.")
+        status, _seq = await self._head(instance)
         return status
 
+    @nats_seam
     async def reschedule(self, instance: str, *, wake_at_ms: int, resume_context: str) -> dict[str, Any]:
-        """Move (or set) an instance's wake, by the same rules as ``lifecycle.suspend``."""
-        status = await self.require_status(instance)
-        if status["state"] in ("cancelled", "dead"):
-            raise PayloadError(f"instance {instance}", f"it is {status['state']}", hint="Spawn a new one.")
-        spec = (
-            await self.registry.version(status["specialist"], status["version"])
-            if status.get("version")
-            else None
-        )
-        spec = spec or await self.registry.require(status["specialist"])
-        now_ms = int(time.time() * 1000)
-        try:
-            wake_at = resolve_wake(
-                at_unix_ms=wake_at_ms,
-                after_ms=None,
-                now_unix_ms=now_ms,
-                max_suspend_s=spec.grants.max_suspend_s,
-            )
-        except WakeRefused as refusal:
-            raise PayloadError("--until", refusal.reason) from None
-        schedule = sched_subject(status["specialist"], instance)
-        try:
-            pending = await self.js.get_msg(SCHEDULES_STREAM, subject=schedule, direct=True)
-            wake = decode_task(
-                pending.data or b"", {TASK_HEADER: "1"}, specialist=status["specialist"], stream_seq=0,
-                stream=SCHEDULES_STREAM, now_ms=now_ms,
-            )  # fmt: skip
-        except NotFoundError:
-            wake = task_from_status(status, now_ms=now_ms)
-        wake = replace(wake, context=resume_context, task_id=f"{wake.task_id}r{now_ms}", created_ms=now_ms)
-        await self.js.publish(
-            schedule,
-            encode_task(wake),
-            headers={
-                "Nats-Schedule": f"@at {iso_at(wake_at)}",
-                "Nats-Schedule-Target": wake_subject(status["specialist"], instance),
-                TASK_HEADER: "1",
-            },
-        )
-        suspended = {**status, "state": "suspended", "wake_at_ms": wake_at, "updated_ms": now_ms}
-        await self.js.publish(record_subject(instance), cbor2.dumps(suspended))
-        return suspended
+        """Move a suspended instance's wake, by the same rules as ``lifecycle.suspend``.
 
+        Only a suspended instance has a wake to move: any other state is refused
+        (``InstanceStateError``), so a finished instance is never run again.
+        """
+        for _ in range(_GUARD_ATTEMPTS):
+            status, seq = await self._head(instance)
+            if status["state"] != "suspended":
+                hint = _ENDED_HINT if status["state"] in TERMINAL_STATES else _NOT_SUSPENDED_HINT
+                raise InstanceStateError(instance, status["state"], "reschedule", hint=hint)
+            spec = (
+                await self.registry.version(status["specialist"], status["version"])
+                if status.get("version")
+                else None
+            )
+            spec = spec or await self.registry.require(status["specialist"])
+            now_ms = int(time.time() * 1000)
+            try:
+                wake_at = resolve_wake(
+                    at_unix_ms=wake_at_ms,
+                    after_ms=None,
+                    now_unix_ms=now_ms,
+                    max_suspend_s=spec.grants.max_suspend_s,
+                )
+            except WakeRefused as refusal:
+                raise PayloadError("--until", refusal.reason) from None
+            schedule = sched_subject(status["specialist"], instance)
+            try:
+                pending = await self.js.get_msg(SCHEDULES_STREAM, subject=schedule, direct=True)
+                wake = decode_task(
+                    pending.data or b"", {TASK_HEADER: "1"}, specialist=status["specialist"], stream_seq=0,
+                    stream=SCHEDULES_STREAM, now_ms=now_ms,
+                )  # fmt: skip
+            except NotFoundError:
+                wake = task_from_status(status, now_ms=now_ms)
+            wake = replace(
+                wake, context=resume_context, task_id=f"{wake.task_id}r{now_ms}", created_ms=now_ms
+            )
+            suspended = {
+                **status,
+                "state": "suspended",
+                "wake_at_ms": wake_at,
+                "wake_task": wake.task_id,
+                "resume_context": resume_context,
+                "updated_ms": now_ms,
+            }
+            # The record first, guarded: once it is in, the wake below is the instance's pending one.
+            if not await self._append_record(instance, suspended, after=seq):
+                continue
+            await self.js.publish(
+                schedule,
+                encode_task(wake),
+                headers={
+                    "Nats-Schedule": f"@at {iso_at(wake_at)}",
+                    "Nats-Schedule-Target": wake_subject(status["specialist"], instance),
+                    TASK_HEADER: "1",
+                },
+            )
+            return suspended
+        raise RuntimeFailure(f"instance {instance} kept changing while rescheduling it; try again")
+
+    async def _head(self, instance: str) -> tuple[dict[str, Any], int]:
+        """The instance's last journal record and its stream sequence."""
+        try:
+            msg = await self.js.get_msg(INSTANCES_STREAM, subject=record_subject(instance), direct=True)
+        except NotFoundError:
+            raise DagrNotFound("instance", instance, hint="`dagr status` lists the instances.") from None
+        record = decode_map(msg.data)
+        if record is None or not isinstance(record.get("state"), str):
+            raise RuntimeFailure(f"the journal record of instance {instance} does not decode")
+        return record, int(msg.seq or 0)
+
+    async def _append_record(self, instance: str, record: dict[str, Any], *, after: int) -> bool:
+        """Append ``record`` to the journal if its last record is still number ``after``."""
+        try:
+            await self.js.publish(
+                record_subject(instance),
+                cbor2.dumps(record),
+                headers={"Nats-Expected-Last-Subject-Sequence": str(after)},
+            )
+        except APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                return False
+            raise
+        return True
+
+    async def _deployed(self, specialist: str) -> SpecialistVersion:
+        spec = await self.registry.require(specialist)
+        if spec.digest is None:
+            raise NotDeployed(specialist)
+        return spec
+
+    @nats_seam
     async def dead_letters(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         """Dead-lettered tasks, oldest first: task, error, attempts, and the stream sequence."""
         info = await self.js.stream_info(DEAD_STREAM)
@@ -426,6 +503,7 @@ class Mesh:
             records.append(record)
         return records
 
+    @nats_seam
     async def retry_dead(self, task_id: str) -> str:
         """Re-queue a dead-lettered task as a new task (fresh attempts); returns the new task id."""
         for record in await self.dead_letters():
@@ -462,18 +540,24 @@ class Mesh:
         return decode_map(msg.data)
 
 
-_FINAL = frozenset({"finished", "failed", "dead"})
+#: States an instance never leaves: nothing runs it again.
+TERMINAL_STATES = frozenset({"finished", "failed", "dead", "cancelled"})
+_ENDED_HINT = "It has ended; `dagr result ID` shows how. Spawn a new instance to run it again."
+_NOT_SUSPENDED_HINT = "Only a suspended instance has a wake to move."
+_GUARD_ATTEMPTS = 8
+_WRONG_LAST_SEQUENCE = 10071
 
 
 def _result_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The result in a journal record, if it ends an invocation with one."""
-    if record is None or record.get("state") not in _FINAL:
+    """The result in a journal record, if it ends the instance (a cancelled one ends with no value)."""
+    if record is None or record.get("state") not in TERMINAL_STATES:
         return None
+    cancelled = record["state"] == "cancelled"
     return {
         "id": record["id"],
         "task": record.get("task"),
         "state": record["state"],
-        "ok": record.get("ok"),
-        "error": record.get("error"),
+        "ok": None if cancelled else record.get("ok"),
+        "error": "cancelled with `dagr cancel`" if cancelled else record.get("error"),
         "at_ms": record.get("updated_ms"),
     }

@@ -293,7 +293,16 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
         outbox.add(
             task.task_id,
             record_subject(task.instance_id),
-            invocation_record(ctx, outcome, "suspended", wake_at_ms=suspend.wake_at_unix_ms),
+            # The wake's id and context: a host checks a wake against the first (a stale schedule
+            # is dropped) and re-creates a lost schedule from both.
+            invocation_record(
+                ctx,
+                outcome,
+                "suspended",
+                wake_at_ms=suspend.wake_at_unix_ms,
+                wake_task=wake.task_id,
+                resume_context=suspend.resume_context,
+            ),
         )
     elif outcome.status is Status.OK:
         _add_reply(outbox, ctx, ok=outcome.result, error=None)
@@ -303,7 +312,12 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
             invocation_record(ctx, outcome, "finished", ok=outcome.result, error=None),
         )
     else:
-        message = outcome.failure if outcome.status is Status.FAILED else f"gave up: {outcome.error}"
+        if outcome.status is Status.FAILED:
+            message = outcome.failure
+        elif outcome.error is not None and outcome.error.kind.final:
+            message = f"{outcome.error} (not retried: the same call would be refused again)"
+        else:
+            message = f"gave up: {outcome.error}"
         state = "failed" if outcome.status is Status.FAILED else "dead"
         if outcome.status is Status.ERROR:
             outbox.add(

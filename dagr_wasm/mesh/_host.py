@@ -44,26 +44,35 @@ from ..errors import CommitConflict
 from ..invocation import ErrorKind, GuestError, Invocation, Outcome, Status
 from ..payload import decode_map
 from ..policy import Capabilities, Limits
-from ._commit import CommitContext, Committer, OutboxRefused, invocation_record, record_doc
+from ._catalog import MAX_AGENTS, Catalog, Lru
+from ._commit import CommitContext, Committer, OutboxRefused, invocation_record, iso_at, record_doc
+from ._decide import EventDecision, JournalHead, decide_error, decide_event
 from ._layout import (
     INSTANCES_STREAM,
     MARKER_TTL_S,
+    SCHEDULES_STREAM,
     Layout,
     consumer_name,
+    dead_subject,
     ensure_layout,
     failures_key,
     inbox_subject,
     record_subject,
+    sched_subject,
     tasks_stream,
+    wake_subject,
 )
 from ._registry import Registry, SpecialistVersion
 from ._state import KV_PREFIX, KvStateView, LazyInbox, StateReader
-from ._tasks import Task, TaskError, decode_task, encode_reply, encode_task
+from ._tasks import Task, TaskError, decode_task, encode_reply, encode_task, task_from_status
 from ._workers import WorkerPool
 
 __all__ = ["Executor", "Host", "HostConfig", "HostStats"]
 
 _log = logging.getLogger(__name__)
+
+#: Cancelled instance ids each host keeps in memory.
+MAX_CANCELLED = 65_536
 
 
 class Executor(Protocol):
@@ -109,6 +118,8 @@ class HostConfig:
     max_conflict_reruns: int = 8
     #: How long ``stop()`` waits for in-flight invocations.
     drain_timeout_s: float = 30.0
+    #: Loaded components kept in memory at most (the least recently used is dropped first).
+    max_loaded_agents: int = MAX_AGENTS
     host_id: str = "host"
 
 
@@ -142,20 +153,20 @@ class Host:
         self._specialist_cap = config.specialist_concurrency or max(1, config.concurrency // 2)
         #: Per specialist: the slots it may still take, and its tasks fetched and waiting for one.
         self._specialist_slots: dict[str, asyncio.Semaphore] = {}
+        #: Notified whenever a slot is given back: pulls waiting to fetch look again.
+        self._slot_freed = asyncio.Condition()
+        #: Slots only a specialist with nothing in flight may take: whatever the others do (two
+        #: hostile specialists at their cap each fill every slot), an idle one always gets in.
+        self._reserve = max(1, config.concurrency // 8) if config.concurrency > 2 else 0
         self._waiting: dict[int, Msg] = {}
-        self._specs: dict[str, SpecialistVersion] = {}
-        # Derived from _specs when it changes, not on every invocation (the hot path).
-        self._spawnable: frozenset[str] = frozenset()
-        self._current_versions: dict[str, int] = {}
-        self._versions: dict[tuple[str, int], SpecialistVersion] = {}
-        self._agents: dict[str, Any] = {}
-        self._agent_locks: dict[str, asyncio.Lock] = {}
+        self.catalog = Catalog(self.registry, executor, max_agents=config.max_loaded_agents)
         self._pulling: set[str] = set()
         self._instance_locks: dict[str, _InstanceLock] = {}
         #: Tasks in flight: when each started, and whether `running` was recorded for it.
         self._inflight: dict[int, _Inflight] = {}  # by id(msg): nats-py messages are not hashable
-        #: Instances cancelled with `dagr cancel` (followed from dagr.cancel.>).
-        self._cancelled: set[str] = set()
+        #: Instances cancelled with `dagr cancel` (followed from dagr.cancel.>), the latest
+        #: MAX_CANCELLED of them; older ones are told apart by their journal when a task comes.
+        self._cancelled: Lru[str, bool] = Lru(MAX_CANCELLED)
         self._active = 0
         self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -200,7 +211,7 @@ class Host:
 
     def prepared(self, digest: str) -> bool:
         """Whether the module ``digest`` is compiled and loaded on this host."""
-        return digest in self._agents
+        return self.catalog.loaded(digest)
 
     # -- the registry ------------------------------------------------------------------------------
 
@@ -218,12 +229,9 @@ class Host:
             await asyncio.sleep(1.0)
 
     def _learn(self, spec: SpecialistVersion) -> None:
-        self._specs[spec.name] = spec
-        self._spawnable = frozenset(n for n, s in self._specs.items() if s.digest is not None)
-        self._current_versions = {n: s.version for n, s in self._specs.items()}
-        self._versions[(spec.name, spec.version)] = spec
+        self.catalog.learn(spec)
         assert self._group is not None
-        if spec.digest is not None and spec.digest not in self._agents:
+        if spec.digest is not None and not self.catalog.loaded(spec.digest):
             # Compile now, not when the first task arrives.
             self._group.create_task(self._prepare(spec))
         if spec.name not in self._pulling:
@@ -232,43 +240,9 @@ class Host:
 
     async def _prepare(self, spec: SpecialistVersion) -> None:
         try:
-            await self._agent_for(spec)
+            await self.catalog.agent_for(spec)
         except Exception as exc:  # its tasks will retry the load, and say why they fail
             _log.warning("could not prepare %s version %d: %r", spec.name, spec.version, exc)
-
-    async def _version(self, name: str, version: int | None) -> SpecialistVersion | None:
-        if version is None:
-            return self._specs.get(name) or await self.registry.current(name)
-        found = self._versions.get((name, version))
-        if found is None:
-            found = await self.registry.version(name, version)
-            if found is not None:
-                self._versions[(name, version)] = found
-        return found
-
-    async def _agent_for(self, spec: SpecialistVersion) -> Any:
-        digest = spec.digest
-        assert digest is not None
-        if digest in self._agents:
-            return self._agents[digest]
-        lock = self._agent_locks.setdefault(digest, asyncio.Lock())
-        async with lock:
-            if digest not in self._agents:
-                loop = asyncio.get_running_loop()
-                # The manifest's limits bound the load's trial instantiation (the sandbox caps them).
-                agent = await loop.run_in_executor(
-                    None, lambda: self._executor.load_cached(digest, source=spec.name, limits=spec.limits)
-                )
-                if agent is None:
-                    wasm = await self.registry.module(digest)
-                    agent = await loop.run_in_executor(
-                        None,
-                        lambda: self._executor.load(
-                            wasm, source=spec.name, expected_digest=digest, limits=spec.limits
-                        ),
-                    )
-                self._agents[digest] = agent
-        return self._agents[digest]
 
     # -- pulling -----------------------------------------------------------------------------------
 
@@ -285,14 +259,11 @@ class Host:
         assert self._group is not None
         mine = self._specialist_slots.setdefault(name, asyncio.Semaphore(self._specialist_cap))
         while not self._stopping.is_set():
-            # Wait for a free slot, of the host and of this specialist, without holding it: an idle
-            # specialist's pull must not keep slots from a busy one while it waits for messages.
-            await self._slots.acquire()
-            self._slots.release()
-            await mine.acquire()
-            mine.release()
-            free = min(self.config.concurrency - self._active, _free(mine))
-            wanted = max(1, min(self.config.fetch_batch, free))
+            # Wait until this specialist may take a slot, without holding one: an idle specialist's
+            # pull must not keep slots from a busy one while it waits for messages.
+            async with self._slot_freed:
+                await self._slot_freed.wait_for(lambda: self._fetchable(mine) > 0)
+            wanted = min(self.config.fetch_batch, self._fetchable(mine))
             try:
                 messages = await subscription.fetch(wanted, timeout=1.0)
             except (NatsTimeout, TimeoutError):
@@ -322,6 +293,12 @@ class Host:
                 self._group.create_task(self._handle(name, message, mine))
         await subscription.unsubscribe()
 
+    def _fetchable(self, mine: asyncio.Semaphore) -> int:
+        """How many tasks a specialist (with slots ``mine``) may fetch now."""
+        free = min(self.config.concurrency - self._active - len(self._waiting), _free_slots(mine))
+        busy = _free_slots(mine) < self._specialist_cap
+        return free - self._reserve if busy else free
+
     async def _handle(self, name: str, msg: Msg, mine: asyncio.Semaphore) -> None:
         self._active += 1
         self._idle.clear()
@@ -343,6 +320,8 @@ class Host:
                 self._idle.set()
             self._slots.release()
             mine.release()
+            async with self._slot_freed:
+                self._slot_freed.notify_all()
 
     async def _heartbeat(self) -> None:
         """One loop for every task in flight: progress to the server, so a short ack_wait only bites
@@ -363,15 +342,26 @@ class Host:
                 await _quietly(inflight.msg.in_progress())
                 if inflight.task is not None and not inflight.recorded:
                     inflight.recorded = True
-                    task, version, attempt = inflight.task
-                    running = record_doc(
-                        task,
-                        version=version,
-                        state="running",
-                        attempt=attempt,
-                        now_ms=int(time.time() * 1000),
-                    )
-                    await _quietly(self._nc.publish(record_subject(task.instance_id), running))
+                    await _quietly(self._record_running(*inflight.task))
+
+    async def _record_running(self, task: Task, version: int, attempt: int) -> None:
+        """A `running` record for a long invocation, appended only over the record it was decided
+        on: it must never land after the final record of this task (another host may have finished
+        it meanwhile, as a frozen host comes back), or status and reply routing would read it."""
+        head = await self._journal_head(task.instance_id)
+        if head is not None and head.get("task") == task.task_id and head.state not in ("running", "queued"):
+            return  # this task already has a later record: finished, suspended, retrying...
+        running = record_doc(
+            task, version=version, state="running", attempt=attempt, now_ms=int(time.time() * 1000)
+        )
+        try:
+            await self._js.publish(
+                record_subject(task.instance_id),
+                running,
+                headers={"Nats-Expected-Last-Subject-Sequence": str(head.seq if head else 0)},
+            )
+        except APIError as exc:
+            _log.debug("no running record for %s: its journal moved on (%r)", task.task_id, exc)
 
     async def _follow_cancellations(self) -> None:
         """Keep the set of cancelled instances: their queued tasks are dropped, not run."""
@@ -381,7 +371,7 @@ class Host:
                     "dagr.cancel.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
                 )
                 async for msg in subscription.messages:
-                    self._cancelled.add(msg.subject.rsplit(".", 1)[-1])
+                    self._cancelled.put(msg.subject.rsplit(".", 1)[-1], True)
             except Exception as exc:
                 _log.warning("following cancellations failed (%r); again in 1 s", exc)
             await asyncio.sleep(1.0)
@@ -432,7 +422,7 @@ class Host:
                 await msg.ack()
                 return
 
-        spec = await self._version(name, task.version)
+        spec = await self.catalog.version(name, task.version)
         if spec is None or spec.digest is None:
             # Not deployed (yet): wait for a deploy rather than burn attempts.
             await msg.nak(delay=self._backoff(3))
@@ -444,10 +434,21 @@ class Host:
             self.stats.dropped += 1
             await msg.ack()
             return
-        if task.kind == "reply" and await self._is_suspended(task.instance_id):
-            await self._park_reply(task)
-            await msg.ack()
-            return
+        if task.kind in ("wake", "reply"):
+            # Both act on an instance that exists already: its journal decides what they may do.
+            head = await self._journal_head(task.instance_id)
+            decision = decide_event(task, head)
+            if decision is EventDecision.DROP:
+                self.stats.dropped += 1
+                await self._repair_wake(task, head)
+                await msg.ack()
+                return
+            if decision is EventDecision.PARK:
+                await self._park_reply(task)
+                await msg.ack()
+                return
+            if head is not None and task.kind == "reply":
+                task = task.with_lineage_of(head.record)
 
         # Attempts count the agent's failures only (kept in the state bucket); deliveries also count
         # NATS trouble during a commit, which must not use up an agent's attempts.
@@ -461,7 +462,7 @@ class Host:
             await msg.ack()
             return
 
-        agent = await self._agent_for(spec)
+        agent = await self.catalog.agent_for(spec)
         # One invocation per instance at a time on this host: concurrent ones would only conflict on
         # the instance's state and re-run. Other hosts may still race; the commit's guards settle it.
         lock = self._instance_locks.setdefault(task.instance_id, _InstanceLock())
@@ -497,15 +498,21 @@ class Host:
                 limits=limits,
                 state=view,
                 inbox=inbox,
-                spawnable=self._spawnable,
+                spawnable=self.catalog.spawnable,
                 now_unix_ms=int(time.time() * 1000),
             )
             outcome = await self._workers.run(self._executor.run, agent, invocation)
             if outcome.status is Status.ERROR:
-                if attempt < self.config.layout.max_attempts:
+                retry = decide_error(
+                    outcome,
+                    attempt=attempt,
+                    max_attempts=self.config.layout.max_attempts,
+                    backoff_s=self.config.retry_backoff_s,
+                )
+                if retry is not None:
                     await self._count_failure(task.task_id, attempt)
                     await self._record_retry(task, spec, attempt, outcome)
-                    await msg.nak(delay=self._backoff(attempt))
+                    await msg.nak(delay=retry.delay_s)
                     self.stats.retried += 1
                 else:
                     await self._commit_final(task, spec, attempt, now_ms, outcome)
@@ -537,7 +544,7 @@ class Host:
             version=spec.version,
             attempt=attempt,
             now_ms=int(time.time() * 1000),
-            child_versions=self._current_versions,
+            child_versions=self.catalog.current_versions,
             parent_suspended=bool(replies_to_parent) and await self._is_suspended(task.parent_id or ""),
             cursor_revision=inbox.cursor_revision,
             host=self.config.host_id,
@@ -589,18 +596,47 @@ class Host:
         except APIError as exc:  # only this host holds the task now; a lost count costs one attempt
             _log.warning("could not count a failed attempt of %s: %r", task_id, exc)
 
-    async def _state_of(self, instance: str) -> str | None:
-        """The instance's state: that of the last record of its journal (None: no record yet)."""
+    async def _journal_head(self, instance: str) -> JournalHead | None:
+        """The last record of the instance's journal, with its sequence (None: no record yet)."""
         try:
             msg = await self._js.get_msg(INSTANCES_STREAM, subject=record_subject(instance), direct=True)
         except NotFoundError:
             return None
         record = decode_map(msg.data)
-        state = record.get("state") if record is not None else None
-        return str(state) if state is not None else None
+        return JournalHead(record, int(msg.seq or 0)) if record is not None else None
 
     async def _is_suspended(self, instance: str) -> bool:
-        return await self._state_of(instance) == "suspended"
+        head = await self._journal_head(instance)
+        return head is not None and head.state == "suspended"
+
+    async def _repair_wake(self, stale: Task, head: JournalHead | None) -> None:
+        """After dropping a stale wake: if the instance still waits for its real one and no
+        schedule is pending (a late replay of an old outbox replaced it), schedule it again."""
+        if stale.kind != "wake" or head is None or head.state != "suspended" or not head.get("wake_task"):
+            return
+        schedule = sched_subject(stale.specialist, stale.instance_id)
+        try:
+            await self._js.get_msg(SCHEDULES_STREAM, subject=schedule, direct=True)
+            return  # one is pending
+        except NotFoundError:
+            pass
+        wake = replace(
+            task_from_status(head.record, now_ms=int(time.time() * 1000)),
+            task_id=str(head.record["wake_task"]),
+            context=str(head.get("resume_context") or ""),
+        )
+        at_ms = max(int(head.get("wake_at_ms") or 0), int(time.time() * 1000) + 1000)
+        _log.warning("instance %s lost its pending wake to a stale schedule; scheduling it again",
+                     stale.instance_id)  # fmt: skip
+        await self._js.publish(
+            schedule,
+            encode_task(wake),
+            headers={
+                "Nats-Schedule": f"@at {iso_at(at_ms)}",
+                "Nats-Schedule-Target": wake_subject(stale.specialist, stale.instance_id),
+                "Dagr-Task": "1",
+            },
+        )
 
     async def _park_reply(self, task: Task) -> None:
         """A reply for a suspended instance waits in its inbox, to be read when it wakes."""
@@ -612,8 +648,6 @@ class Host:
 
     async def _dead_letter_committed(self, task: Task, reason: str) -> None:
         """A task whose effects were committed but whose outbox cannot go out: recorded, not replayed."""
-        from ._layout import dead_subject
-
         record = cbor2.dumps(
             {"task": encode_task(task), "error": reason, "kind": "outbox", "at_ms": int(time.time() * 1000)}
         )
@@ -626,8 +660,6 @@ class Host:
         _log.warning("task %s dead-lettered: %s", task.task_id, reason)
 
     async def _dead_letter_raw(self, name: str, msg: Msg, reason: str) -> None:
-        from ._layout import dead_subject
-
         seq = msg.metadata.sequence.stream
         record = cbor2.dumps(
             {"raw": msg.data, "error": reason, "stream_seq": seq, "at_ms": int(time.time() * 1000)}
@@ -649,7 +681,7 @@ class _Inflight:
     recorded: bool = False
 
 
-def _free(semaphore: asyncio.Semaphore) -> int:
+def _free_slots(semaphore: asyncio.Semaphore) -> int:
     """Permits a semaphore can give right now."""
     return max(semaphore._value, 0)
 

@@ -31,6 +31,7 @@ from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
 from ..policy import Grants, Limits
 from ._layout import MODULES_BUCKET, REGISTRY_BUCKET, Layout, ensure_specialist
+from ._nats_errors import nats_seam, nats_seam_iter
 
 __all__ = ["Registry", "SpecialistVersion"]
 
@@ -99,6 +100,7 @@ class Registry:
 
     # -- writing ---------------------------------------------------------------------------------
 
+    @nats_seam
     async def deploy(self, manifest: Manifest, wasm: bytes | None) -> SpecialistVersion:
         """Register ``manifest`` as the next version, with ``wasm`` as its module (if given).
 
@@ -174,9 +176,11 @@ class Registry:
         except KeyNotFoundError:
             return None
 
+    @nats_seam
     async def current(self, name: str) -> SpecialistVersion | None:
         return _decode(await self._entry(f"spec.{name}"))
 
+    @nats_seam
     async def require(self, name: str) -> SpecialistVersion:
         found = await self.current(name)
         if found is None:
@@ -184,9 +188,11 @@ class Registry:
             raise DagrNotFound("specialist", name, hint=f"Registered: {names}. Deploy it with `dagr deploy`.")
         return found
 
+    @nats_seam
     async def version(self, name: str, version: int) -> SpecialistVersion | None:
         return _decode(await self._entry(f"ver.{name}.{version}"))
 
+    @nats_seam
     async def list(self) -> list[SpecialistVersion]:
         prefix = f"$KV.{REGISTRY_BUCKET}."
         try:
@@ -200,6 +206,7 @@ class Registry:
                 found.append(spec)
         return found
 
+    @nats_seam
     async def module(self, digest: str) -> bytes:
         store = await self._objects()
         try:
@@ -213,6 +220,7 @@ class Registry:
             raise RuntimeFailure(f"module {digest[:12]} in {MODULES_BUCKET} does not match its digest")
         return data
 
+    @nats_seam_iter
     async def watch(self) -> AsyncIterator[SpecialistVersion]:
         """Every current specialist, then every new version as it is deployed, until cancelled."""
         kv = await self._bucket()

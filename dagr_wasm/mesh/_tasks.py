@@ -95,6 +95,25 @@ class Task:
     def pinned(self, version: int) -> Task:
         return replace(self, version=version)
 
+    def with_lineage_of(self, status: dict[str, Any]) -> Task:
+        """This task with the instance's own lineage, from its journal record.
+
+        A reply event is built by the child, which knows its parent's id but not the parent's
+        own parent, reply-to, ceilings or limits: the parent's journal does.
+        """
+        lineage = task_from_status(status, now_ms=self.created_ms)
+        return replace(
+            self,
+            parent_id=lineage.parent_id,
+            parent_specialist=lineage.parent_specialist,
+            parent_version=lineage.parent_version,
+            root_id=lineage.root_id,
+            reply_to=lineage.reply_to,
+            ceilings=lineage.ceilings,
+            limit_ceiling=lineage.limit_ceiling,
+            depth=lineage.depth,
+        )
+
 
 def encode_task(task: Task) -> bytes:
     doc: dict[str, Any] = {

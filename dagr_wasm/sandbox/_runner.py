@@ -365,9 +365,9 @@ def _classify(message: str, rec: Recorder, stage: str) -> GuestError:
         return GuestError(ErrorKind.INSTANTIATION, f"could not be instantiated: {reason}")
     if rec.last_refusal is not None:
         kind, why = rec.last_refusal
-        error_kind = ErrorKind.DENIED if kind == "denied" else ErrorKind.QUOTA
-        if kind in ("denied", "quota-exceeded"):
-            return GuestError(error_kind, f"unhandled refused host call: {why}")
+        error_kind = _REFUSAL_KINDS.get(kind)
+        if error_kind is not None:
+            return GuestError(error_kind, f"unhandled refused host call ({kind}): {why}")
     stderr = rec.stderr_tail(lines=200)
     exception = _guest_exception(stderr)
     # Near the cap CPython may not manage a traceback, only a fatal dump naming MemoryError.
@@ -377,6 +377,16 @@ def _classify(message: str, rec: Recorder, stage: str) -> GuestError:
         )
     detail = f" — {exception}" if exception else ""
     return GuestError(ErrorKind.TRAP, f"{reason}{detail}")
+
+
+#: How an unhandled refusal ends the invocation. ``conflict`` and ``unavailable`` are not here: they
+#: may pass, so they stay traps and are retried.
+_REFUSAL_KINDS = {
+    "denied": ErrorKind.DENIED,
+    "quota-exceeded": ErrorKind.QUOTA,
+    "not-found": ErrorKind.REFUSED,
+    "invalid": ErrorKind.REFUSED,
+}
 
 
 def _guest_exception(stderr: list[str]) -> str | None:

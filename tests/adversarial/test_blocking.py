@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLOCK_IMPORTS, CLOCK_WORLD, Arena, assert_contained, attacker_wit, wat_agent
+from arena import CLOCK_IMPORTS, CLOCK_WORLD, Arena, assert_contained, attacker_wit, wat_agent
 
 from dagr_wasm.invocation import ErrorKind, Invocation, Start, Status
 from dagr_wasm.manifest import load_manifest

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import watkit
+from arena import Arena, assert_contained, attacker_wit, wat_agent
 from attacks import PUBLISH_TO_CONTEXT, SPAWN_REPLY_TO_CONTEXT, agent
-from conftest import Arena, assert_contained, attacker_wit, wat_agent
 from wasmtime import wat2wasm
 
 from dagr_wasm.errors import ModuleError

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import watkit
-from conftest import WASI_WIT, Arena, attacker_wit, wat_agent
+from arena import WASI_WIT, Arena, attacker_wit, wat_agent
 
 from dagr_wasm.errors import ModuleError
 from dagr_wasm.sandbox import Sandbox

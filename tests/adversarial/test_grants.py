@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from arena import Arena
 from attacks import PUBLISH_TO_CONTEXT, agent
-from conftest import Arena
 
 from dagr_wasm.errors import NotFoundError
 from dagr_wasm.invocation import Invocation, Start, Status

@@ -17,7 +17,7 @@ from pathlib import Path
 import cbor2
 import pytest
 import watkit
-from conftest import Arena
+from arena import Arena
 
 from dagr_wasm.cli import main
 from dagr_wasm.policy import Grants

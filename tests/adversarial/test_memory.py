@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import watkit
-from conftest import Arena, wat_agent
+from arena import Arena, wat_agent
 from wasmtime import Module, WasmtimeError, wat2wasm
 
 from dagr_wasm.errors import ModuleError

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import watkit
+from arena import Arena, assert_contained
 from attacks import PUBLISH_TO_CONTEXT, PUT_MANY, agent
-from conftest import Arena, assert_contained
 
 from dagr_wasm.manifest import Manifest
 from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Host, HostConfig, Layout, Mesh, ServerConfig

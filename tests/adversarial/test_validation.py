@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from arena import Arena, assert_contained
 from attacks import PUBLISH_TO_CONTEXT, PUT_CONTEXT_KEY, SPAWN_REPLY_TO_CONTEXT, agent
-from conftest import Arena, assert_contained
 
 from dagr_wasm.mesh._layout import topic
 from dagr_wasm.policy import Grants, is_valid_subject, is_valid_subject_pattern

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HostProcess
+from meshkit import HostProcess
 
 from dagr_wasm.cli import main
 from dagr_wasm.mesh import EmbeddedServer, SpecialistVersion
@@ -356,3 +356,113 @@ def test_deploying_with_an_invalid_manifest_stores_nothing(dagr: Dagr, tmp_path:
     assert code == 2
     assert "grants.publish" in err
     assert dagr.json("list", "specialists") == before
+
+
+# --- lifecycle: actions on instances that have ended (issue 8) ------------------------------------
+
+
+def test_suspend_and_cancel_of_an_ended_instance_are_refused_and_change_nothing(dagr: Dagr) -> None:
+    sleeper = dagr("spawn", "sleeper", "--context", "0.2 nap")[1].strip()
+    done = dagr.json("result", sleeper, "--wait", "--timeout", "60")
+    assert done["ok"]["cbor"]["wakes"] == 1
+    before_logs = dagr.json("logs", sleeper)
+    far = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+
+    code, _, err = dagr("suspend", "--until", far, "--agent-id", sleeper)
+    assert code == 2
+    assert "it is finished" in err
+    code, out, err = dagr("cancel", sleeper, "--json")
+    assert code == 2
+    assert "it is finished" in err
+    assert json.loads(out)["error"]["code"] == "usage"
+
+    time.sleep(1)  # a wake that was wrongly scheduled or a re-run would show by now
+    assert dagr.json("status", sleeper)["state"] == "finished"
+    assert dagr.json("result", sleeper)["ok"]["cbor"] == done["ok"]["cbor"]  # not hidden
+    assert dagr.json("logs", sleeper) == before_logs  # no invocation ran again
+
+
+def test_result_wait_on_a_cancelled_instance_returns_at_once(dagr: Dagr) -> None:
+    sleeper = dagr("spawn", "sleeper", "--context", "3600 nap")[1].strip()
+    wait_for_state(dagr, sleeper, {"suspended"})
+    assert dagr.json("cancel", sleeper)["state"] == "cancelled"
+    started = time.monotonic()
+    code, out, _ = dagr("result", sleeper, "--wait", "--timeout", "30", "--json")
+    assert time.monotonic() - started < 10
+    assert code == 1
+    assert json.loads(out)["state"] == "cancelled"
+    code, _, err = dagr("cancel", sleeper)
+    assert code == 2
+    assert "it is cancelled" in err
+
+
+def test_spawning_a_specialist_without_a_module_is_refused(dagr: Dagr) -> None:
+    code, _, err = dagr("register", "specialist", "--name", "moduleless", "--description", "no module")
+    assert code == 0, err
+    before = dagr.json("status")
+    for argv in (("spawn", "moduleless"), ("start", "--agent", "moduleless")):
+        code, out, err = dagr(*argv)
+        assert code == 2, (argv, out, err)
+        assert "registered without a module" in err
+        assert "dagr deploy" in err
+    assert dagr.json("status") == before  # no instance was queued
+
+
+def test_a_topic_other_than_the_specialists_own_is_refused(dagr: Dagr) -> None:
+    code, _, err = dagr("register", "specialist", "--name", "topical", "--topic", "somewhere.else")
+    assert code == 2
+    assert "always 'agents.specialist.topical'" in err
+    code, out, _ = dagr("list", "specialists")
+    assert "topical" not in out
+
+
+def test_an_unhandled_denied_call_is_final_at_once(dagr: Dagr) -> None:
+    code, _, err = dagr("deploy", str(ROOT / "agents/hostile-denied-publish"))
+    assert code == 0, err
+    doomed = dagr("spawn", "hostile-denied-publish")[1].strip()
+    code, out, _ = dagr("result", doomed, "--wait", "--timeout", "60", "--json")
+    assert code == 1  # the agent failed
+    result = json.loads(out)
+    assert result["state"] == "dead"
+    assert "denied" in result["error"]
+    assert "not retried" in result["error"]
+    assert [r["attempt"] for r in dagr.json("logs", doomed)["records"]] == [1]
+
+
+@pytest.fixture(scope="module")
+def bare_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A nats-server with JetStream and nothing of dagr on it."""
+    from dagr_wasm.mesh import ServerConfig
+
+    with EmbeddedServer(config=ServerConfig(store_dir=tmp_path_factory.mktemp("bare"))) as server:
+        yield server.url
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("spawn", "echo"),
+        ("start", "--agent", "echo"),
+        ("status",),
+        ("status", "abc"),
+        ("logs",),
+        ("logs", "abc"),
+        ("result", "abc"),
+        ("kv", "abc"),
+        ("cancel", "abc"),
+        ("dead-letters",),
+        ("suspend", "--until", "2999-01-01T00:00:00", "--agent-id", "abc"),
+    ],
+    ids=" ".join,
+)
+def test_a_server_without_the_dagr_layout_gets_a_clear_error(
+    capsys: pytest.CaptureFixture[str], bare_server: str, argv: tuple[str, ...]
+) -> None:
+    code = main([*argv, "--nats", bare_server, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert "no dagr layout" in err
+    doc = json.loads(out)["error"]
+    assert (doc["code"], doc["type"]) == ("runtime", "LayoutMissing")
+    assert "dagr up" in doc["hint"]

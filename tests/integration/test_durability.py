@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from conftest import StartHostProcess, deploy_all
+from meshkit import StartHostProcess, deploy_all
 from test_mesh import eventually, messages, reply_counts, stored
 
 from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Layout, Mesh, ServerConfig

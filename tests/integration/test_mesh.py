@@ -11,7 +11,7 @@ from typing import Any
 import cbor2
 import pytest
 import watkit
-from conftest import RunHost
+from meshkit import RunHost
 from nats.js.errors import NotFoundError as JsNotFound
 
 from dagr_wasm.errors import NotFoundError

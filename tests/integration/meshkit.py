@@ -1,0 +1,130 @@
+"""Fixtures for the mesh tests: deployed agents, in-process hosts, and host processes.
+
+Host processes are the real ``dagr host`` command, started with the same compiled-component cache
+as the test process, so they load agents in milliseconds instead of compiling them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dagr_wasm.manifest import load_manifest
+from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Host, HostConfig, Mesh, SpecialistVersion
+from dagr_wasm.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+MESH_AGENTS = ("echo", "counter", "spawner", "sleeper", "hostile-recursion")
+
+
+async def deploy_all(
+    mesh: Mesh, built: dict[str, Path], sandbox: Sandbox, names: tuple[str, ...] = MESH_AGENTS
+) -> dict[str, SpecialistVersion]:
+    """Deploy agents (compiling each into the shared cache first, as `dagr deploy` does)."""
+    await mesh.ensure_layout()
+    deployed = {}
+    for name in names:
+        await asyncio.to_thread(sandbox.load_file, built[name])
+        manifest = load_manifest(ROOT / "agents" / name / "dagr.toml")
+        deployed[name] = await mesh.deploy(manifest, built[name].read_bytes())
+    return deployed
+
+
+@pytest.fixture(scope="session")
+async def deployed(
+    nats_server: EmbeddedServer, built: dict[str, Path], sandbox: Sandbox
+) -> AsyncIterator[dict[str, SpecialistVersion]]:
+    async with await Mesh.connect(ConnectOptions(servers=(nats_server.url,))) as mesh:
+        yield await deploy_all(mesh, built, sandbox)
+
+
+@pytest.fixture
+async def mesh(nats_server: EmbeddedServer, deployed: dict[str, SpecialistVersion]) -> AsyncIterator[Mesh]:
+    async with await Mesh.connect(ConnectOptions(servers=(nats_server.url,))) as client:
+        yield client
+
+
+RunHost = Callable[..., Awaitable[Host]]
+
+
+@pytest.fixture
+async def run_host(sandbox: Sandbox) -> AsyncIterator[RunHost]:
+    """``await run_host(url, **HostConfig fields)``: an in-process host, stopped after the test."""
+    running: list[tuple[Host, asyncio.Task[None], Mesh]] = []
+
+    async def start(url: str, **config: Any) -> Host:
+        client = await Mesh.connect(ConnectOptions(servers=(url,)))
+        config.setdefault("host_id", f"test-host-{len(running)}")
+        host = Host(client.nc, client.js, sandbox, HostConfig(**config))
+        task = asyncio.create_task(host.run())
+        running.append((host, task, client))
+        await asyncio.wait_for(host.ready.wait(), timeout=60)
+        return host
+
+    yield start
+    for host, task, client in running:
+        await host.stop()
+        await task
+        await client.close()
+
+
+@dataclass
+class HostProcess:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    log_file: Any
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM, wait, and return the stats line the host prints as it stops."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        for line in reversed(self.log.read_text().splitlines()):
+            if line.startswith("host stopped: "):
+                stats: dict[str, Any] = json.loads(line.removeprefix("host stopped: "))
+                return stats
+        raise AssertionError(f"no stats line from the host:\n{self.log.read_text()[-3000:]}")
+
+
+StartHostProcess = Callable[..., HostProcess]
+
+
+@pytest.fixture
+def host_process(tmp_path: Path) -> Iterator[StartHostProcess]:
+    """``host_process(url, concurrency=4)``: a real `dagr host` process, killed after the test."""
+    started: list[HostProcess] = []
+
+    def start(url: str, *, concurrency: int = 4) -> HostProcess:
+        log = tmp_path / f"host-{len(started)}.log"
+        log_file = log.open("wb")
+        dagr = Path(sys.executable).parent / "dagr"
+        proc = subprocess.Popen(
+            [str(dagr), "host", "--nats", url, "--concurrency", str(concurrency)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        started.append(HostProcess(proc, log, log_file))
+        return started[-1]
+
+    yield start
+    for host in started:
+        if host.proc.poll() is None:
+            host.proc.kill()
+            host.proc.wait(timeout=10)
+        host.log_file.close()
