@@ -172,7 +172,7 @@ async def amain(samples: int) -> None:
             for label, hostile, args, count in (
                 ("alone", False, (), samples),
                 ("beside 4 hostile", True, (), samples),
-                ("beside 4 hostile, 1 worker (before)", True, BEFORE, min(samples, 40)),
+                ("beside 4 hostile, 1 worker (before)", True, BEFORE, min(samples, 15)),
             ):
                 console.print(f"measuring: echo {label} ({count} samples)")
                 runs.append(await measure(server.url, label, count, hostile=hostile, host_args=args))
@@ -192,7 +192,7 @@ def render(runs: list[Run]) -> None:
         table.add_row(
             run.label, f"{run.p50:.1f}", f"{run.p99:.1f}", f"{ratio:.2f}x", str(run.hostile_finished), target
         )
-    Console().print(table)
+    Console(width=140).print(table)
     load = os.getloadavg()
     console.print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "

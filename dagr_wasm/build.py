@@ -34,6 +34,7 @@ from pathlib import Path
 
 from . import CONTRACT
 from .errors import AgentSourceError
+from .manifest import MANIFEST_FILE, load_manifest
 from .paths import build_cache_dir, source_root
 
 __all__ = ["BuildResult", "build_agent", "contract_dirs", "source_digest"]
@@ -149,6 +150,8 @@ def build_agent(
     agent_dir = agent_dir.resolve()
     say("checking sources")
     _check_sources(agent_dir)
+    if (agent_dir / MANIFEST_FILE).is_file():
+        load_manifest(agent_dir / MANIFEST_FILE)  # a manifest that does not validate fails the build
     wit, sdk = contract_dirs()
     target = out or agent_dir / "build" / f"{agent_dir.name}.wasm"
     key = source_digest(agent_dir)
@@ -241,8 +244,27 @@ def _result(target: Path, *, cached: bool, started: float) -> BuildResult:
     )
 
 
+def _python_traceback(output: str, agent_dir: Path) -> tuple[str, str] | None:
+    """The agent's own Python traceback in componentize-py's output, and its exception line.
+
+    componentize-py wraps it in a Rust error chain ("Caused by: ..."); the agent's author wants the
+    Python part, with the agent's paths (mapped by componentize-py to /0, /1, ...) as they wrote them.
+    """
+    start = output.rfind("Traceback (most recent call last):")  # the agent's, inside the wrapper's
+    if start < 0:
+        return None
+    lines: list[str] = []
+    for line in output[start:].splitlines():
+        if lines and not line.strip():
+            break
+        lines.append(re.sub(r'File "/0/', f'File "{agent_dir}/', line))
+    exception = next((ln for ln in reversed(lines) if ln and not ln.startswith(" ")), "")
+    return "\n".join(lines), exception
+
+
 def _explain_failure(agent_dir: Path, output: str) -> AgentSourceError:
     tail = "\n".join(output.strip().splitlines()[-15:])
+    raised = _python_traceback(output, agent_dir)
     missing = re.search(r"No module named '([^']+)'", output)
     if missing:
         return AgentSourceError(
@@ -256,5 +278,13 @@ def _explain_failure(agent_dir: Path, output: str) -> AgentSourceError:
             str(agent_dir),
             "app.Handler does not match the dagr:agent contract",
             detail="Define `Handler = dagr_agent.handler(MyAgent)`.\n" + tail,
+        )
+    if raised is not None:
+        traceback, exception = raised
+        return AgentSourceError(
+            str(agent_dir),
+            f"importing app.py raised {exception}",
+            detail=traceback
+            + "\nA build runs the agent's top-level code (imports, module-level statements).",
         )
     return AgentSourceError(str(agent_dir), "componentize-py failed", detail=tail)

@@ -18,12 +18,11 @@ from rich.text import Text
 from rich.tree import Tree
 
 from ..build import build_agent
+from ..deploy import check_module
 from ..errors import PayloadError, UsageError
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest, validate_manifest
 from ..mesh import Mesh
-from ..paths import compiled_cache_dir
 from ..payload import decode_map, to_tagged
-from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
 from ._render import JsonFlag, err_console, inert, iso_ms, print_json, stdout_console, warn_broad_grants
 
@@ -145,12 +144,8 @@ def register_specialist_command(
     elif (agent_dir / "app.py").is_file():
         err_console.print(f"[dim]building {agent_dir} ...[/dim]")
         wasm_path = build_agent(agent_dir).wasm
-    wasm: bytes | None = None
-    if wasm_path is not None:
-        with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
-            # Refuse what no host could run, before storing anything.
-            sandbox.load_file(wasm_path, limits=manifest.limits)
-        wasm = wasm_path.read_bytes()
+    # Refuse what no host could run, before storing anything.
+    wasm = check_module(wasm_path, limits=manifest.limits)[0] if wasm_path is not None else None
 
     async def register(mesh: Mesh) -> Any:
         await mesh.ensure_layout()

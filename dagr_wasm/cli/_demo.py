@@ -22,13 +22,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from ..build import build_agent
+from ..deploy import Deployable, prepare
 from ..errors import ConnectionFailure, RuntimeFailure
-from ..manifest import load_manifest
 from ..mesh import EmbeddedServer, Mesh, ServerConfig, default_store_dir
-from ..paths import compiled_cache_dir, source_root
+from ..paths import source_root
 from ..payload import decode_map
-from ..sandbox import Sandbox
 from ._admin import _jsonable, tree_view
 from ._connect import Connection
 from ._mesh import serve_host
@@ -119,34 +117,29 @@ def _running_default(port: int) -> str | None:
     return f"nats://127.0.0.1:{port}" if asyncio.run(probe()) else None
 
 
-def _build_and_check(agents_dir: Path, *, quiet: bool) -> dict[str, bytes]:
+def _build_and_check(agents_dir: Path, *, quiet: bool) -> dict[str, Deployable]:
     """Build each agent (cached by source hash) and compile it once (cached on disk)."""
-    built: dict[str, bytes] = {}
-    with (
-        Sandbox(cache_dir=compiled_cache_dir()) as sandbox,
-        Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=err_console, disable=quiet, transient=False,
-        ) as progress,
-    ):  # fmt: skip
+    built: dict[str, Deployable] = {}
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=err_console, disable=quiet, transient=False,
+    ) as progress:  # fmt: skip
         for name in AGENTS:
             task = progress.add_task(f"building {name} (componentize-py, ~15 s the first time)", total=None)
-            result = build_agent(agents_dir / name)
-            progress.update(task, description=f"compiling {name} (~10 s the first time)")
-            sandbox.load_file(result.wasm)
+            ready = prepare(agents_dir / name)  # built, then compiled (~10 s the first time)
             progress.update(
-                task, description=f"{name}: ready ({result.size_bytes / 1e6:.1f} MB)", total=1, completed=1
+                task, description=f"{name}: ready ({len(ready.wasm) / 1e6:.1f} MB)", total=1, completed=1
             )
-            built[name] = result.wasm.read_bytes()
+            built[name] = ready
     return built
 
 
 async def _run(
-    url: str, agents_dir: Path, wasm: dict[str, bytes], *, tickers: str, timeout_s: float, json_out: bool
+    url: str, agents_dir: Path, wasm: dict[str, Deployable], *, tickers: str, timeout_s: float, json_out: bool
 ) -> dict[str, Any]:
     async with await Mesh.connect(Connection(url).options()) as mesh:
         for name in AGENTS:
-            version = await mesh.deploy(load_manifest(agents_dir / name / "dagr.toml"), wasm[name])
+            version = await mesh.deploy(wasm[name].manifest, wasm[name].wasm)
             _say(json_out, f"[green]deployed[/green] {name} version {version.version}")
         reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 

@@ -17,9 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ..build import build_agent
-from ..errors import PayloadError
-from ..manifest import MANIFEST_FILE, load_manifest
+from ..deploy import prepare
 from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, ServerConfig, default_store_dir
 from ..paths import compiled_cache_dir
 from ..sandbox import Sandbox
@@ -209,22 +207,12 @@ def deploy_command(
 
     Example: dagr deploy agents/stock-analyst
     """
-    manifest_path = manifest or (agent / MANIFEST_FILE if agent.is_dir() else None)
-    if manifest_path is None:
-        raise PayloadError(
-            str(agent), "no manifest", hint="Pass --manifest dagr.toml with the agent's name and grants."
-        )
-    spec = load_manifest(manifest_path)
-    warn_broad_grants(spec.grants)
-    wasm_path = build_agent(agent).wasm if agent.is_dir() else agent
-    with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
-        # Refuse what no host could run, before anything is stored (this also warms this host's cache).
-        component = sandbox.load_file(wasm_path, limits=spec.limits)
-    wasm = wasm_path.read_bytes()
+    ready = prepare(agent, manifest_path=manifest)
+    warn_broad_grants(ready.manifest.grants)
 
     async def main() -> Any:
         async with await Mesh.connect(connection.options()) as mesh:
-            return await mesh.deploy(spec, wasm)
+            return await mesh.deploy(ready.manifest, ready.wasm)
 
     version = run_async(main)
     if json_out:
@@ -232,7 +220,7 @@ def deploy_command(
     else:
         stdout_console.print(
             f"deployed [bold]{version.name}[/bold] version {version.version} "
-            f"(module {component.digest[:12]}, {len(wasm) / 1e6:.1f} MB) on topic {version.topic}"
+            f"(module {ready.digest[:12]}, {len(ready.wasm) / 1e6:.1f} MB) on topic {version.topic}"
         )
 
 

@@ -389,6 +389,19 @@ class Committer:
         await self.publish(outbox, replay=not fresh)
         return fresh
 
+    async def commit_outbox(self, task_id: str, outbox: Outbox) -> bool:
+        """Commit a task whose only effect is ``outbox`` (no state, no invocation): a marker, then
+        the messages. True if committed now, False if it had been (the stored outbox is replayed)."""
+        marker = marker_key(task_id)
+        fresh = await self._mark(marker, outbox.encode())
+        if not fresh:
+            stored = await self._reader.raw(marker)
+            if stored is None:
+                raise RuntimeFailure(f"commit marker of task {task_id} vanished while replaying it")
+            outbox = Outbox.decode(stored[0])
+        await self.publish(outbox, replay=not fresh)
+        return fresh
+
     async def committed(self, task_id: str) -> bool:
         """Whether ``task_id`` has a commit marker."""
         stored = await self._reader.raw(marker_key(task_id))

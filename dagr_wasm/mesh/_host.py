@@ -45,7 +45,15 @@ from ..invocation import ErrorKind, GuestError, Invocation, Outcome, Status
 from ..payload import decode_map
 from ..policy import Capabilities, Limits
 from ._catalog import MAX_AGENTS, Catalog, Lru
-from ._commit import CommitContext, Committer, OutboxRefused, invocation_record, iso_at, record_doc
+from ._commit import (
+    CommitContext,
+    Committer,
+    Outbox,
+    OutboxRefused,
+    invocation_record,
+    iso_at,
+    record_doc,
+)
 from ._decide import EventDecision, JournalHead, decide_error, decide_event
 from ._layout import (
     INSTANCES_STREAM,
@@ -342,15 +350,17 @@ class Host:
                 await _quietly(inflight.msg.in_progress())
                 if inflight.task is not None and not inflight.recorded:
                     inflight.recorded = True
-                    await _quietly(self._record_running(*inflight.task))
+                    task, version, attempt = inflight.task
+                    started_ms = int(time.time() * 1000 - (now - inflight.started) * 1000)
+                    await _quietly(self._record_running(task, version, attempt, started_ms))
 
-    async def _record_running(self, task: Task, version: int, attempt: int) -> None:
+    async def _record_running(self, task: Task, version: int, attempt: int, started_ms: int) -> None:
         """A `running` record for a long invocation, appended only over the record it was decided
         on: it must never land after the final record of this task (another host may have finished
         it meanwhile, as a frozen host comes back), or status and reply routing would read it."""
         head = await self._journal_head(task.instance_id)
-        if head is not None and head.get("task") == task.task_id and head.state not in ("running", "queued"):
-            return  # this task already has a later record: finished, suspended, retrying...
+        if head is not None and int(head.get("updated_ms") or 0) >= started_ms:
+            return  # recorded since this invocation began (another host finished it?): only a hint
         running = record_doc(
             task, version=version, state="running", attempt=attempt, now_ms=int(time.time() * 1000)
         )
@@ -401,6 +411,10 @@ class Host:
         self.stats.per_specialist[name] = self.stats.per_specialist.get(name, 0) + 1
 
         redelivered = meta.num_delivered > 1
+        # A wake or reply can come again as a *new* message: a late replay of the outbox that made
+        # it (a host frozen past its ack wait, a server that lost its duplicate memory in a
+        # restart). Its own commit marker says whether it already happened.
+        replayable = redelivered or task.kind in ("wake", "reply")
         if meta.num_delivered > self.config.layout.max_deliveries and await self._committer.committed(
             task.task_id
         ):
@@ -409,7 +423,7 @@ class Host:
                                               f"{meta.num_delivered - 1} deliveries")  # fmt: skip
             await msg.ack()
             return
-        if redelivered:
+        if replayable:
             try:
                 replayed = await self._committer.replay(task.task_id)
             except OutboxRefused as exc:
@@ -419,6 +433,8 @@ class Host:
             if replayed:
                 # Committed before (we crashed, or lost the lease after committing): replayed; ack.
                 self.stats.replayed += 1
+                if task.kind == "wake":  # an old schedule come back may have replaced the pending one
+                    await self._repair_wake(task, await self._journal_head(task.instance_id))
                 await msg.ack()
                 return
 
@@ -520,7 +536,7 @@ class Host:
                 return
             ctx = await self._context(task, spec, attempt, outcome, inbox)
             try:
-                await self._committer.commit(ctx, outcome)
+                fresh = await self._committer.commit(ctx, outcome)
             except CommitConflict:
                 self.stats.conflicts += 1
                 continue
@@ -530,7 +546,10 @@ class Host:
                 await self._commit_final(task, spec, attempt, now_ms, refused)
                 await msg.ack()
                 return
-            self.stats.committed += 1
+            if fresh:
+                self.stats.committed += 1
+            else:  # another host committed it first (we lost the task while running it)
+                self.stats.replayed += 1
             await msg.ack()
             return
         await msg.nak(delay=self._backoff(1))
@@ -612,8 +631,10 @@ class Host:
     async def _repair_wake(self, stale: Task, head: JournalHead | None) -> None:
         """After dropping a stale wake: if the instance still waits for its real one and no
         schedule is pending (a late replay of an old outbox replaced it), schedule it again."""
-        if stale.kind != "wake" or head is None or head.state != "suspended" or not head.get("wake_task"):
+        if stale.kind != "wake" or head is None or head.state != "suspended":
             return
+        if head.get("wake_task") in (None, stale.task_id):
+            return  # an older record, or this very wake: nothing to re-create
         schedule = sched_subject(stale.specialist, stale.instance_id)
         try:
             await self._js.get_msg(SCHEDULES_STREAM, subject=schedule, direct=True)
@@ -639,12 +660,19 @@ class Host:
         )
 
     async def _park_reply(self, task: Task) -> None:
-        """A reply for a suspended instance waits in its inbox, to be read when it wakes."""
+        """A reply for a suspended instance waits in its inbox, to be read when it wakes.
+
+        Parking is a commit like any other (a marker holding a one-message outbox), so the same
+        reply delivered again later (a late replay) is recognised and never parked or run twice.
+        """
         assert task.reply is not None
-        body = cbor2.dumps({**encode_reply(task.reply), "task": task.task_id})
-        await self._js.publish(
-            inbox_subject(task.instance_id), body, headers={"Nats-Msg-Id": f"{task.task_id}.inbox"}
+        outbox = Outbox()
+        outbox.add(
+            task.task_id,
+            inbox_subject(task.instance_id),
+            cbor2.dumps({**encode_reply(task.reply), "task": task.task_id}),
         )
+        await self._committer.commit_outbox(task.task_id, outbox)
 
     async def _dead_letter_committed(self, task: Task, reason: str) -> None:
         """A task whose effects were committed but whose outbox cannot go out: recorded, not replayed."""

@@ -9,6 +9,7 @@ limits, an empty WASI context, and a ``Recorder`` for the host calls; the Store 
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -376,6 +377,12 @@ def _classify(message: str, rec: Recorder, stage: str) -> GuestError:
             ErrorKind.MEMORY_LIMIT, f"ran out of memory (memory_bytes={rec.limits.memory_bytes})"
         )
     detail = f" — {exception}" if exception else ""
+    missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", exception or "")
+    if missing:
+        detail += (
+            f" (an instance has no filesystem: every module must be imported while the agent is built; "
+            f"add `import {missing.group(1)}` at the top of app.py)"
+        )
     return GuestError(ErrorKind.TRAP, f"{reason}{detail}")
 
 

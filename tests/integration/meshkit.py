@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -83,6 +84,18 @@ class HostProcess:
     proc: subprocess.Popen[bytes]
     log: Path
     log_file: Any
+
+    @property
+    def host_id(self) -> str:
+        """The id the host records in the journal (``dagr host`` uses hostname:pid)."""
+        return f"{socket.gethostname()}:{self.proc.pid}"
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops answering, as a host stalled by its machine would."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         self.proc.kill()

@@ -214,3 +214,82 @@ def test_the_console_script_propagates_exit_codes(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "does not exist" in done.stderr
+
+
+# --- build errors say what the agent's author needs to know (issue 8) -------------------------------
+
+
+def test_build_of_an_agent_that_raises_at_import_shows_the_python_error_first(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "app.py").write_text(
+        "import dagr_agent as dagr\nHandler = dagr.handler(start=lambda ctx, c: c)\n"
+        "raise ValueError('boom at import')\n"
+    )
+    code, _, err = dagr(capsys, "build", str(tmp_path), "--no-cache")
+    assert code == 2
+    first = err.splitlines()[0]
+    assert "importing app.py raised ValueError: boom at import" in first
+    assert f'File "{tmp_path.resolve()}/app.py", line 3' in err
+    assert "Caused by" not in err
+    assert "top-level code" in err
+
+
+def test_a_standard_library_module_imported_lazily_works_at_run_time(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "app.py").write_text(
+        "import collections\nimport datetime\nimport dagr_agent as dagr\n\n"
+        "def start(ctx, context):\n"
+        "    top = collections.Counter(context.split()).most_common(1)  # imports heapq lazily\n"
+        "    when = datetime.datetime.strptime('2026-12-03', '%Y-%m-%d')  # imports _strptime lazily\n"
+        "    return {'top': top[0][0], 'year': when.year}\n\n"
+        "Handler = dagr.handler(start=start)\n"
+    )
+    (tmp_path / "dagr.toml").write_text('name = "lazy"\n')
+    code, out, err = dagr(capsys, "run", str(tmp_path), "--context", "a b a", "--json")
+    assert code == 0, err
+    assert json.loads(out)["result"]["cbor"] == {"top": "a", "year": 2026}
+
+
+def test_a_module_missing_at_run_time_is_explained(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "app.py").write_text(
+        "import dagr_agent as dagr\n\n"
+        "def start(ctx, context):\n"
+        "    import zipapp  # never imported while building\n"
+        "    return 1\n\n"
+        "Handler = dagr.handler(start=start)\n"
+    )
+    (tmp_path / "dagr.toml").write_text('name = "lazy-missing"\n')
+    code, out, _ = dagr(capsys, "run", str(tmp_path), "--json")
+    assert code == 1
+    error = json.loads(out)["error"]
+    assert "No module named 'zipapp'" in error["message"]
+    assert "add `import zipapp` at the top of app.py" in error["message"]
+
+
+def test_build_validates_the_manifest_before_building(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "app.py").write_text(
+        "import dagr_agent as dagr\nHandler = dagr.handler(start=lambda c, x: x)\n"
+    )
+    (tmp_path / "dagr.toml").write_text('name = "Bad Name"\n[limits]\nsurprise = 1\n')
+    code, _, err = dagr(capsys, "build", str(tmp_path))
+    assert code == 2
+    assert "name: 'Bad Name' is not a valid specialist name" in err
+    assert "limits.surprise: unknown field" in err
+    assert not (tmp_path / "build").exists()
+
+
+def test_deploy_of_a_path_that_does_not_exist_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = dagr(
+        capsys, "deploy", str(tmp_path / "nowhere"), "--nats", "nats://127.0.0.1:1", "--json"
+    )
+    assert code == 2
+    assert "nowhere: it does not exist" in err
+    assert json.loads(out)["error"]["code"] == "usage"

@@ -109,6 +109,7 @@ def handler(
         )
 
     _preload_bindings()
+    _preload_lazy_stdlib()
 
     class Handler:
         """The exported ``dagr:agent/handler`` implementation; componentize-py instantiates it."""
@@ -141,6 +142,34 @@ def _function_agent(
     names = [n for n, fn in (("start", start), ("wake", wake), ("reply", reply), ("message", message)) if fn]
     FunctionAgent.__qualname__ = FunctionAgent.__name__ = f"FunctionAgent({', '.join(names)})"
     return FunctionAgent
+
+
+#: Standard-library modules other standard-library code imports lazily, inside a function. At run
+#: time an instance has no filesystem, so such an import fails there; importing them while the agent
+#: is built puts them in the snapshot. Keyed by the module that imports them lazily.
+_LAZY_STDLIB = {
+    "collections": ("heapq",),  # Counter.most_common(n)
+    "datetime": ("_strptime",),  # datetime.strptime
+    "time": ("_strptime",),  # time.strptime
+    "socket": ("encodings.idna",),  # name resolution
+    "json": ("json.decoder", "json.encoder"),
+    "decimal": ("numbers",),
+    "fractions": ("decimal",),
+    "inspect": ("dis", "tokenize"),
+    "traceback": ("linecache", "textwrap"),
+}
+
+
+def _preload_lazy_stdlib() -> None:
+    import contextlib
+    import importlib
+    import sys
+
+    for module, lazy in _LAZY_STDLIB.items():
+        if module in sys.modules:
+            for name in lazy:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(name)
 
 
 def _preload_bindings() -> None:
