@@ -8,6 +8,7 @@ Every host is a `dagr host` process; freezing is SIGSTOP, resuming SIGCONT.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,9 +19,11 @@ import pytest
 from meshkit import StartHostProcess
 from test_mesh import eventually, messages
 
+from dagr_wasm.invocation import ChildReply
 from dagr_wasm.manifest import load_manifest
 from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Mesh, ServerConfig
-from dagr_wasm.mesh._layout import SCHEDULES_STREAM, sched_subject
+from dagr_wasm.mesh._layout import SCHEDULES_STREAM, sched_subject, topic
+from dagr_wasm.mesh._tasks import TASK_HEADER, Task, encode_task, reply_task_id
 from dagr_wasm.sandbox import Sandbox
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
@@ -173,3 +176,46 @@ async def test_a_reply_that_arrives_as_an_event_keeps_the_parents_lineage(
         status = await mesh.status(parent)
         assert status is not None and status["state"] == "finished"
         assert status["reply_to"] == reply_to
+
+
+async def test_a_reply_delivered_again_is_not_seen_twice(
+    server: EmbeddedServer, built: dict[str, Path], sandbox: Sandbox, host_process: StartHostProcess
+) -> None:
+    """Issue 8 #12: the first delivery of a reply to a suspended parent was parked without a commit
+    marker, so the same reply delivered again (a late replay of the child's outbox, as a new message
+    after a server forgot its ids) ran as an event on the parent: it saw the reply twice."""
+    async with await Mesh.connect(connect(server)) as mesh:
+        await deploy(mesh, built, sandbox, "echo", "spawner")
+        host_process(server.url, concurrency=8)
+        # No children of its own: it sleeps 0.5 s, then a 6 s busy wake collects its inbox.
+        parent = await mesh.spawn("spawner", "0 busy=6")
+        await eventually(lambda: is_suspended(mesh, parent), timeout_s=60, what="the parent to suspend")
+        # A child's reply task, as a child's commit publishes it when the parent is not suspended.
+        reply = Task(
+            task_id=reply_task_id("a-child-task"),
+            kind="reply",
+            instance_id=parent,
+            specialist="spawner",
+            root_id=parent,
+            reply=ChildReply(child_id="c0", specialist="echo", ok=cbor2.dumps({"echo": "hi"}), error=None),
+            created_ms=int(time.time() * 1000),
+        )
+        first = {TASK_HEADER: "1", "Nats-Msg-Id": "reply-first"}
+        await mesh.js.publish(topic("spawner"), encode_task(reply), headers=first)  # parked
+        await eventually(lambda: is_running(mesh, parent), timeout_s=60, what="the parent's busy wake")
+        # The late replay, while the parent runs: a message the server has not seen before.
+        again = {TASK_HEADER: "1", "Nats-Msg-Id": "reply-again"}
+        await mesh.js.publish(topic("spawner"), encode_task(reply), headers=again)
+
+        result = await mesh.result(parent, wait=True, timeout_s=60)
+        assert result is not None and result["state"] == "finished"
+        await asyncio.sleep(3)  # a duplicate event would have run by now
+        journal = await messages(mesh, "DAGR_INSTANCES", f"dagr.inst.{parent}")
+        states = [cbor2.loads(m)["state"] for m in journal]
+        assert [s for s in states if s != "running"] == ["queued", "suspended", "finished"], states
+        assert cbor2.loads(result["ok"]) == {"children": [], "replies": [{"echo": "hi"}]}
+
+
+async def is_suspended(mesh: Mesh, instance: str) -> bool:
+    status = await mesh.status(instance)
+    return status is not None and status["state"] == "suspended"
