@@ -6,14 +6,17 @@ Exit codes: 0 success, 1 runtime failure (including an agent that failed), 2 usa
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
+from .. import CONTRACT, __version__
 from ..errors import DagrError
 from ._admin import (
     cancel_command,
     dead_letters_command,
+    delete_specialist_command,
     kv_command,
     list_specialists_command,
     logs_command,
@@ -22,6 +25,7 @@ from ._admin import (
     start_command,
     status_command,
     suspend_command,
+    watch_command,
 )
 from ._demo import demo_command
 from ._local import build_command, run_command
@@ -37,6 +41,23 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"dagr-wasm {__version__} (contract {CONTRACT})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """dagr-wasm: run autonomous agents as WebAssembly components on NATS JetStream."""
+
+
 app.command("demo")(demo_command)
 app.command("build")(build_command)
 app.command("run")(run_command)
@@ -52,10 +73,15 @@ app.command("result")(result_command)
 app.command("kv")(kv_command)
 app.command("cancel")(cancel_command)
 app.command("dead-letters")(dead_letters_command)
+app.command("watch")(watch_command)
 
 register_app = typer.Typer(help="Register things with the deployment.", no_args_is_help=True)
 register_app.command("specialist")(register_specialist_command)
 app.add_typer(register_app, name="register")
+
+delete_app = typer.Typer(help="Delete things from the deployment.", no_args_is_help=True)
+delete_app.command("specialist")(delete_specialist_command)
+app.add_typer(delete_app, name="delete")
 
 list_app = typer.Typer(help="List things in the deployment.", no_args_is_help=True)
 list_app.command("specialists")(list_specialists_command)

@@ -24,11 +24,21 @@ from ..manifest import MANIFEST_FILE, Manifest, load_manifest, validate_manifest
 from ..mesh import Mesh
 from ..payload import decode_map, to_tagged
 from ._connect import Connection, with_connection
-from ._render import JsonFlag, err_console, inert, iso_ms, print_json, stdout_console, warn_broad_grants
+from ._render import (
+    JsonFlag,
+    err_console,
+    inert,
+    iso_ms,
+    print_json,
+    safe,
+    stdout_console,
+    warn_broad_grants,
+)
 
 __all__ = [
     "cancel_command",
     "dead_letters_command",
+    "delete_specialist_command",
     "kv_command",
     "list_specialists_command",
     "logs_command",
@@ -37,6 +47,7 @@ __all__ = [
     "start_command",
     "status_command",
     "suspend_command",
+    "watch_command",
 ]
 
 T = TypeVar("T")
@@ -325,7 +336,8 @@ def logs_command(
     *,
     connection: Connection,
 ) -> None:
-    """Show agent logs: a record per invocation (lines, status, error). -f follows (JSON lines with --json).
+    """Show agent logs: a record per invocation (lines, status, error). -f follows (JSON lines with --json)
+    until the instance ends (or, without an instance, until Ctrl-C).
 
     Example: dagr logs 4c855474525b71512227 -f
     """
@@ -337,8 +349,8 @@ def logs_command(
             return
         for record in past:
             _emit(record)
-        if follow:
-            async for record in mesh.follow_logs(instance):
+        if follow:  # for one instance: until it ends
+            async for record in mesh.follow_logs(instance, until_ended=instance is not None):
                 _emit(record)
 
     def _emit(record: dict[str, Any]) -> None:
@@ -396,18 +408,21 @@ def result_command(
 def kv_command(
     instance: Annotated[str, typer.Argument(help="An instance id.")],
     key: Annotated[str | None, typer.Argument(help="One key (default: all of them).")] = None,
+    shared: Annotated[
+        bool, typer.Option("--shared", help="Its specialist's shared state (kv_scope = specialist) instead.")
+    ] = False,
     json_out: JsonFlag = False,
     *,
     connection: Connection,
 ) -> None:
-    """Show an instance's state (read-only): keys, values, revisions.
+    """Show an instance's state (read-only): keys, values, revisions. --shared: its specialist's.
 
     Example: dagr kv 4c855474525b71512227 count
     """
 
     async def read(mesh: Mesh) -> dict[str, tuple[bytes, int]]:
         await mesh.require_status(instance)
-        return await mesh.state_of(instance)
+        return await mesh.state_of(instance, shared=shared)
 
     state = _with_mesh(connection, read)
     if key is not None:
@@ -420,7 +435,11 @@ def kv_command(
         state = {key: state[key]}
     if json_out:
         print_json(
-            {"id": instance, "state": {k: {"revision": r, **to_tagged(v)} for k, (v, r) in state.items()}}
+            {
+                "id": instance,
+                "shared": shared,
+                "state": {k: {"revision": r, **to_tagged(v)} for k, (v, r) in state.items()},
+            }
         )
         return
     table = Table(show_edge=False, pad_edge=False)
@@ -511,3 +530,67 @@ def _dead_row(record: dict[str, Any]) -> dict[str, Any]:
         "at": iso_ms(record["at_ms"]) if record.get("at_ms") else None,
         "seq": record.get("seq"),
     }
+
+
+@with_connection
+def watch_command(
+    subject: Annotated[
+        str, typer.Argument(help="A subject pattern (* one token, > the rest).")
+    ] = "agents.main.>",
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Stop after this many messages.")
+    ] = None,
+    json_out: JsonFlag = False,
+    *,
+    connection: Connection,
+) -> None:
+    """Print what agents publish on SUBJECT (default agents.main.>), as it comes; Ctrl-C stops.
+
+    With --json, one JSON document per line: subject, payload ({"cbor": value} or {"base64": ...}).
+
+    Example: dagr watch agents.main.results --count 5
+    """
+
+    async def watch(mesh: Mesh) -> None:
+        seen = 0
+        async for got, payload in mesh.watch(subject):
+            if json_out:
+                print(
+                    json.dumps({"subject": got, "payload": to_tagged(payload)}, ensure_ascii=False),
+                    flush=True,
+                )
+            else:
+                tagged = to_tagged(payload)
+                shown = (
+                    json.dumps(tagged["cbor"], ensure_ascii=False) if "cbor" in tagged else tagged["base64"]
+                )
+                stdout_console.print(Text(safe(got), style="bold").append(" ").append(inert(shown)))
+            seen += 1
+            if count is not None and seen >= count:
+                return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _with_mesh(connection, watch)
+
+
+@with_connection
+def delete_specialist_command(
+    name: Annotated[str, typer.Argument(help="The specialist to delete.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Also cancel its instances that have not ended.")
+    ] = False,
+    json_out: JsonFlag = False,
+    *,
+    connection: Connection,
+) -> None:
+    """Delete a specialist from the registry: nothing new can start it. Refused while instances of it
+    have not ended, unless --force (which cancels them). Its past versions stay, for their journals.
+
+    Example: dagr delete specialist stock-analyst
+    """
+    cancelled = _with_mesh(connection, lambda mesh: mesh.delete_specialist(name, force=force))
+    if json_out:
+        print_json({"deleted": name, "cancelled": cancelled})
+    else:
+        tail = f" (cancelled {len(cancelled)} instance(s))" if cancelled else ""
+        stdout_console.print(f"deleted {inert(name)}{tail}")

@@ -28,7 +28,7 @@ from ..errors import ConnectionFailure, InstanceStateError, NotDeployed, Payload
 from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
 from ..payload import decode_map
-from ..policy import WakeRefused, is_valid_subject, resolve_wake
+from ..policy import WakeRefused, is_valid_subject, is_valid_subject_pattern, resolve_wake
 from ._commit import iso_at, record_doc
 from ._layout import (
     DEAD_STREAM,
@@ -40,6 +40,7 @@ from ._layout import (
     instance_key,
     record_subject,
     sched_subject,
+    specialist_key,
     topic,
     wake_subject,
 )
@@ -295,17 +296,44 @@ class Mesh:
         return records[-limit:]
 
     @nats_seam_iter
-    async def follow_logs(self, instance: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """New invocation records (of one instance, or of all) as they are stored, until cancelled."""
+    async def follow_logs(
+        self, instance: str | None = None, *, until_ended: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """New invocation records (of one instance, or of all) as they are stored, until cancelled,
+        or, with ``until_ended`` and an instance, until the instance ends (finished, failed, dead,
+        cancelled)."""
         subject = record_subject(instance) if instance else "dagr.inst.>"
         subscription = await self.js.subscribe(
             subject, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
         )
         try:
+            if until_ended and instance and (await self._head(instance))[0]["state"] in TERMINAL_STATES:
+                return
             async for msg in subscription.messages:
                 record = decode_map(msg.data)
-                if record is not None and "lines" in record:
+                if record is None:
+                    continue
+                if "lines" in record:
                     yield record
+                if until_ended and instance and record.get("state") in TERMINAL_STATES:
+                    return
+        finally:
+            await subscription.unsubscribe()
+
+    @nats_seam_iter
+    async def watch(self, subject: str = "agents.main.>") -> AsyncIterator[tuple[str, bytes]]:
+        """What is published on ``subject`` (a pattern) from now on: (subject, payload), until cancelled."""
+        if not is_valid_subject_pattern(subject):
+            raise PayloadError(f"subject {subject!r}", "not a valid NATS subject pattern")
+        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=10_000)
+
+        async def on_message(msg: Any) -> None:
+            await queue.put((msg.subject, msg.data))
+
+        subscription = await self.nc.subscribe(subject, cb=on_message)
+        try:
+            while True:
+                yield await queue.get()
         finally:
             await subscription.unsubscribe()
 
@@ -346,16 +374,45 @@ class Mesh:
         return node
 
     @nats_seam
-    async def state_of(self, instance: str) -> dict[str, tuple[bytes, int]]:
-        """The instance's state: key -> (value, revision). Read-only."""
+    async def state_of(self, instance: str, *, shared: bool = False) -> dict[str, tuple[bytes, int]]:
+        """The instance's state (or, ``shared``, its specialist's shared state): key -> (value,
+        revision). Read-only."""
         reader = StateReader(self.js)
-        base = instance_key(instance, "")
+        if shared:
+            status, _seq = await self._head(instance)
+            base = specialist_key(str(status["specialist"]), "")
+        else:
+            base = instance_key(instance, "")
         values = {}
         for kv_key in await reader.keys(base):
             entry = await reader.entry(kv_key)
             if entry is not None and entry.value is not None:
                 values[kv_key[len(base) :]] = (entry.value, entry.revision)
         return values
+
+    @nats_seam
+    async def delete_specialist(self, name: str, *, force: bool = False) -> list[str]:
+        """Remove a specialist from the registry, so nothing new can start it; returns the ids of
+        the instances it cancelled. Refused while instances of it wait to wake, unless ``force``
+        (which cancels them). Its versions stay, for the journal of its past instances."""
+        await self.registry.require(name)
+        waiting = [
+            str(s["id"])
+            for s in await self.statuses(limit=100_000)
+            if s.get("specialist") == name and s.get("state") not in TERMINAL_STATES
+        ]
+        if waiting and not force:
+            raise InstanceStateError(
+                f"{len(waiting)} instance(s) of {name} ({', '.join(waiting[:3])}...)",
+                "not ended",
+                f"delete specialist {name}",
+                hint="Cancel them first, or pass --force to cancel them with it.",
+            )
+        for instance in waiting:
+            with contextlib.suppress(InstanceStateError):  # it ended meanwhile
+                await self.cancel(instance)
+        await self.registry.delete(name)
+        return waiting
 
     @nats_seam
     async def cancel(self, instance: str) -> dict[str, Any]:

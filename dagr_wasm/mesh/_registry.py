@@ -130,9 +130,10 @@ class Registry:
                 )
             if wasm is None and previous is not None:
                 digest = previous.digest  # re-registering keeps the deployed module
+            last = previous.version if previous else await self._last_version(manifest.name)
             version = SpecialistVersion(
                 name=manifest.name,
-                version=(previous.version if previous else 0) + 1,
+                version=last + 1,
                 description=manifest.description,
                 topic=manifest.topic,
                 config_text=manifest.config_text,
@@ -156,6 +157,19 @@ class Registry:
                 continue
             return version
         raise RuntimeFailure(f"could not register {manifest.name}: too many concurrent deploys")
+
+    async def _last_version(self, name: str) -> int:
+        """The highest version ever registered for ``name`` (0: none): versions outlive a delete."""
+        prefix = f"$KV.{REGISTRY_BUCKET}.ver.{name}."
+        info = await self._js.stream_info(f"KV_{REGISTRY_BUCKET}", subjects_filter=f"{prefix}*")
+        numbers = [int(s[len(prefix) :]) for s in info.state.subjects or {} if s[len(prefix) :].isdigit()]
+        return max(numbers, default=0)
+
+    @nats_seam
+    async def delete(self, name: str) -> None:
+        """Remove ``name``'s current entry: it can no longer be started. Versions stay."""
+        kv = await self._bucket()
+        await kv.delete(f"spec.{name}")
 
     async def _upload(self, digest: str, wasm: bytes) -> None:
         store = await self._objects()

@@ -20,6 +20,7 @@ from meshkit import HostProcess
 
 from dagr_wasm.cli import main
 from dagr_wasm.mesh import EmbeddedServer, SpecialistVersion
+from dagr_wasm.payload import from_tagged
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -466,3 +467,97 @@ def test_a_server_without_the_dagr_layout_gets_a_clear_error(
     doc = json.loads(out)["error"]
     assert (doc["code"], doc["type"]) == ("runtime", "LayoutMissing")
     assert "dagr up" in doc["hint"]
+
+
+# --- small commands users asked for (issue 8) -------------------------------------------------------
+
+DAGR_BIN = str(Path(sys.executable).parent / "dagr")
+
+
+def test_version(dagr: Dagr) -> None:
+    code, out, _ = dagr("--version", nats=False)
+    assert code == 0
+    assert out.startswith("dagr-wasm 0.1.0 (contract dagr:agent@0.1.0)")
+
+
+def test_watch_prints_what_agents_publish(dagr: Dagr, nats_server: EmbeddedServer) -> None:
+    subject = f"agents.main.watch{int(time.time() * 1000)}"
+    watcher = subprocess.Popen(
+        [DAGR_BIN, "watch", subject, "--count", "1", "--json", "--nats", nats_server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    time.sleep(2)  # subscribed
+    dagr("spawn", "echo", "--context", "seen by watch", "--reply-to", subject)
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    [line] = out.splitlines()
+    doc = json.loads(line)
+    assert doc["subject"] == subject
+    # The reply envelope holds bytes, so it is shown losslessly tagged; what the agent said is inside.
+    assert b"seen by watch" in from_tagged(doc["payload"])
+
+
+def test_logs_follow_of_one_instance_ends_when_it_ends(dagr: Dagr, nats_server: EmbeddedServer) -> None:
+    sleeper = dagr("spawn", "sleeper", "--context", "1 nap")[1].strip()
+    follower = subprocess.run(
+        [DAGR_BIN, "logs", sleeper, "-f", "--json", "--nats", nats_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert follower.returncode == 0, follower.stderr
+    states = [json.loads(line)["state"] for line in follower.stdout.splitlines()]
+    assert states[-1] == "finished"
+    assert "suspended" in states
+
+
+def test_kv_shared_reads_the_specialists_shared_state(dagr: Dagr, nats_server: EmbeddedServer) -> None:
+    import asyncio
+
+    import cbor2
+    import nats
+
+    async def write_shared() -> None:
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().publish("$KV.dagr-state.s.echo.greeting", cbor2.dumps("hello all"))
+        await nc.close()
+
+    asyncio.run(write_shared())
+    echo = dagr("spawn", "echo", "--context", "x")[1].strip()
+    dagr.json("result", echo, "--wait", "--timeout", "60")
+    shared = dagr.json("kv", echo, "--shared")
+    assert shared["shared"] is True
+    assert shared["state"]["greeting"]["cbor"] == "hello all"
+    assert "greeting" not in dagr.json("kv", echo)["state"]
+
+
+def test_delete_specialist_is_refused_while_instances_wait_unless_forced(
+    dagr: Dagr, built: dict[str, Path]
+) -> None:
+    code, _, err = dagr("register", "specialist", "--name", "deletable", "--module", str(built["sleeper"]))
+    assert code == 0, err
+    waiting = dagr("spawn", "deletable", "--context", "3600 nap")[1].strip()
+    wait_for_state(dagr, waiting, {"suspended"})
+
+    code, out, err = dagr("delete", "specialist", "deletable", "--json")
+    assert code == 2
+    assert "not ended" in err and "--force" in err
+    assert "deletable" in dagr("list", "specialists")[1]  # nothing changed
+
+    deleted = dagr.json("delete", "specialist", "deletable", "--force")
+    assert deleted["cancelled"] == [waiting]
+    assert dagr.json("status", waiting)["state"] == "cancelled"
+    assert "deletable" not in dagr("list", "specialists")[1]
+    code, _, err = dagr("spawn", "deletable")
+    assert code == 2
+    assert "no specialist named 'deletable'" in err
+    # It can come back, with versions that continue its history.
+    code, out, err = dagr(
+        "register", "specialist", "--name", "deletable", "--module", str(built["sleeper"]), "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["version"] == 2
