@@ -96,7 +96,7 @@ async def echo_latency(mesh: Mesh, samples: int) -> list[float]:
         started = time.perf_counter()
         instance = await mesh.spawn("echo", f"sample {i}")
         result = await mesh.result(instance, wait=True, timeout_s=60)
-        if result is None or result.get("error") is not None:
+        if result is None or result.error is not None:
             raise RuntimeError(f"echo failed: {result}")
         latencies.append((time.perf_counter() - started) * 1000)
     return latencies
@@ -120,7 +120,7 @@ async def keep_hostile(mesh: Mesh, stop: asyncio.Event) -> int:
                 status = await mesh.status(instance)
                 # Replaced as soon as it is retrying: its retries come on top, so between four and
                 # eight hostile invocations run at any time (the per-specialist caps bound them).
-                if status is not None and status.get("state") in ("finished", "failed", "dead", "retrying"):
+                if status is not None and status.state in ("finished", "failed", "dead", "retrying"):
                     finished += 1
                     break
                 await asyncio.sleep(0.05)

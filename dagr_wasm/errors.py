@@ -18,6 +18,7 @@ The type decides the fate of the failure::
         ├── ConnectionFailure      NATS is unreachable or refused us
         ├── MeshFailure            NATS answered, but not as a dagr deployment should (nats-py errors,
         │   └── LayoutMissing      translated at one seam: mesh/_nats_errors.py); a server with no dagr layout
+        ├── RecordError            a stored journal record or dead letter that does not decode
         └── CommitConflict         another invocation changed state first (internal: re-run)
 
 Faults of an agent (traps, exhausted limits, refused host calls) are not exceptions: they are data
@@ -39,6 +40,7 @@ __all__ = [
     "NotDeployed",
     "NotFoundError",
     "PayloadError",
+    "RecordError",
     "RuntimeFailure",
     "ServerError",
     "UsageError",
@@ -191,6 +193,15 @@ class LayoutMissing(MeshFailure):
             hint="Is this the right server? `dagr up` (or `dagr host`, `dagr deploy`) lays it out; "
             "JetStream must be enabled (nats-server -js).",
         )
+
+
+class RecordError(RuntimeFailure):
+    """A stored record (journal, dead letter, spawn edge) that does not decode as what it should be."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"a stored {what} does not decode: {reason}")
 
 
 class CommitConflict(RuntimeFailure):

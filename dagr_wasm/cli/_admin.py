@@ -15,23 +15,27 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 from rich.text import Text
-from rich.tree import Tree
 
 from ..build import build_agent
 from ..deploy import check_module
 from ..errors import PayloadError, UsageError
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest, validate_manifest
-from ..mesh import Mesh
-from ..payload import decode_map, to_tagged
+from ..mesh import InstanceResult, JournalRecord, Mesh, TreeNode
+from ..payload import to_tagged
 from ._connect import Connection, with_connection
 from ._render import (
     JsonFlag,
+    dead_letter_row,
     err_console,
     inert,
     iso_ms,
+    log_record_view,
     print_json,
+    record_json,
     safe,
+    status_table,
     stdout_console,
+    tree_view,
     warn_broad_grants,
 )
 
@@ -59,23 +63,6 @@ def _with_mesh(connection: Connection, action: Callable[[Mesh], Awaitable[T]]) -
             return await action(mesh)
 
     return asyncio.run(main())
-
-
-def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
-    """A status/log record for --json: bytes become tagged payloads, times get ISO twins."""
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, bytes):
-            out[key] = to_tagged(value)
-        elif isinstance(value, dict):
-            out[key] = _jsonable(value)
-        elif isinstance(value, list):
-            out[key] = [_jsonable(v) if isinstance(v, dict) else v for v in value]
-        else:
-            out[key] = value
-        if key.endswith("_ms") and isinstance(value, int) and value > 10**12:
-            out[key.removesuffix("_ms") + "_at" if not key.endswith("at_ms") else key[:-3]] = iso_ms(value)
-    return out
 
 
 # --- start, register, list, suspend: the original DAgR commands -------------------------------------
@@ -228,45 +215,13 @@ def suspend_command(
         connection, lambda mesh: mesh.reschedule(agent_id, wake_at_ms=wake_at, resume_context=resume_context)
     )
     if json_out:
-        print_json(_jsonable(status))
+        print_json(record_json(status))
     else:
-        stdout_console.print(f"{agent_id} wakes at {iso_ms(status['wake_at_ms'])} with {resume_context!r}")
+        assert status.wake_at_ms is not None
+        stdout_console.print(f"{agent_id} wakes at {iso_ms(status.wake_at_ms)} with {resume_context!r}")
 
 
 # --- looking around ------------------------------------------------------------------------------
-
-_STATE_STYLE = {
-    "queued": "dim",
-    "running": "bold blue",
-    "suspended": "cyan",
-    "finished": "green",
-    "failed": "yellow",
-    "retrying": "yellow",
-    "dead": "bold red",
-    "cancelled": "dim",
-}
-
-
-def describe(status: dict[str, Any]) -> Text:
-    state = str(status.get("state", "unknown"))
-    text = Text(state, style=_STATE_STYLE.get(state, ""))
-    if state == "suspended" and status.get("wake_at_ms"):
-        text.append(f" until {iso_ms(status['wake_at_ms'])}")
-    if status.get("error"):
-        text.append(inert(f" — {status['error']}", "dim"))
-    return text
-
-
-def tree_view(node: dict[str, Any], tree: Tree | None = None) -> Tree:
-    label = (
-        inert(f"{node.get('id')} ", "bold")
-        .append(inert(f"{node.get('specialist', '?')} "))
-        .append(describe(node))
-    )
-    branch = Tree(label) if tree is None else tree.add(label)
-    for child in node.get("children", []):
-        tree_view(child, branch)
-    return branch
 
 
 @with_connection
@@ -285,45 +240,21 @@ def status_command(
     """
     if instance is not None:
 
-        async def one(mesh: Mesh) -> dict[str, Any]:
+        async def one(mesh: Mesh) -> TreeNode:
             await mesh.require_status(instance)
             return await mesh.tree(instance)
 
         node = _with_mesh(connection, one)
         if json_out:
-            print_json(_jsonable(node))
+            print_json(record_json(node))
         else:
             stdout_console.print(tree_view(node))
         return
     statuses = _with_mesh(connection, lambda mesh: mesh.statuses(limit=limit))
     if json_out:
-        print_json({"instances": [_jsonable(s) for s in statuses]})
+        print_json({"instances": [record_json(s) for s in statuses]})
         return
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("instance", "specialist", "state", "updated", "parent"):
-        table.add_column(column)
-    for status in statuses:
-        table.add_row(
-            inert(status.get("id")),
-            inert(status.get("specialist")),
-            describe(status),
-            iso_ms(status["updated_ms"]) if status.get("updated_ms") else "",
-            inert(status.get("parent") or ""),
-        )
-    stdout_console.print(table)
-
-
-def _print_log_record(instance: str, record: dict[str, Any]) -> None:
-    when = iso_ms(record["updated_ms"]) if record.get("updated_ms") else ""
-    head = f"{when} {instance[:12]} #{record.get('attempt', '?')} {record.get('state', '')}"
-    stdout_console.print(inert(head, "dim"))
-    for level, message in record.get("lines", []):
-        style = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}.get(level, "")
-        stdout_console.print(inert(f"  [{level}] {message}", style))
-    if record.get("error"):
-        stdout_console.print(inert(f"  error: {record['error']}", "red"))
-    if record.get("dropped_bytes"):
-        stdout_console.print(Text(f"  … {record['dropped_bytes']} log bytes dropped", style="dim"))
+    stdout_console.print(status_table(statuses))
 
 
 @with_connection
@@ -345,7 +276,7 @@ def logs_command(
     async def show(mesh: Mesh) -> None:
         past = await mesh.logs(instance) if instance else await mesh.all_logs()
         if json_out and not follow:
-            print_json({"instance": instance, "records": [_jsonable(r) for r in past]})
+            print_json({"instance": instance, "records": [record_json(r) for r in past]})
             return
         for record in past:
             _emit(record)
@@ -353,11 +284,11 @@ def logs_command(
             async for record in mesh.follow_logs(instance, until_ended=instance is not None):
                 _emit(record)
 
-    def _emit(record: dict[str, Any]) -> None:
+    def _emit(record: JournalRecord) -> None:
         if json_out:
-            print(json.dumps(_jsonable(record), ensure_ascii=False), flush=True)
+            print(json.dumps(record_json(record), ensure_ascii=False), flush=True)
         else:
-            _print_log_record(str(record.get("id") or instance or "?"), record)
+            stdout_console.print(log_record_view(record))
 
     with contextlib.suppress(KeyboardInterrupt):
         _with_mesh(connection, show)
@@ -381,7 +312,7 @@ def result_command(
     if timeout is not None and not wait:
         raise UsageError("--timeout goes with --wait")
 
-    async def fetch(mesh: Mesh) -> dict[str, Any] | None:
+    async def fetch(mesh: Mesh) -> InstanceResult | None:
         await mesh.require_status(instance)
         return await mesh.result(instance, wait=wait, timeout_s=timeout)
 
@@ -390,17 +321,16 @@ def result_command(
         err_console.print(f"no result from {instance} {'within the timeout' if wait else 'yet'}")
         raise typer.Exit(1)
     if json_out:
-        print_json(_jsonable(result))
-    elif result.get("error") is not None:
-        err_console.print(Text("failed: ", style="red").append(inert(result["error"])))
+        print_json(record_json(result))
+    elif result.error is not None:
+        err_console.print(Text("failed: ", style="red").append(inert(result.error)))
     else:
-        ok = result.get("ok") or b""
-        tagged = to_tagged(ok)
+        tagged = to_tagged(result.ok or b"")
         text = (
             json.dumps(tagged["cbor"], indent=2, ensure_ascii=False) if "cbor" in tagged else tagged["base64"]
         )
         stdout_console.print(inert(text), highlight=False)
-    if result.get("error") is not None:
+    if result.error is not None:
         raise typer.Exit(1)
 
 
@@ -467,7 +397,7 @@ def cancel_command(
     """
     status = _with_mesh(connection, lambda mesh: mesh.cancel(instance))
     if json_out:
-        print_json(_jsonable(status))
+        print_json(record_json(status))
     else:
         stdout_console.print(f"cancelled {instance}")
 
@@ -493,7 +423,7 @@ def dead_letters_command(
             stdout_console.print(f"re-queued {retry} as task {new_task}")
         return
     records = _with_mesh(connection, lambda mesh: mesh.dead_letters())
-    rows = [_dead_row(r) for r in records]
+    rows = [dead_letter_row(r) for r in records]
     if json_out:
         print_json({"dead_letters": rows})
         return
@@ -513,23 +443,6 @@ def dead_letters_command(
             inert(row["error"]),
         )
     stdout_console.print(table)
-
-
-def _dead_row(record: dict[str, Any]) -> dict[str, Any]:
-    subject = str(record.get("subject", ""))
-    task: dict[str, Any] = {}
-    if isinstance(record.get("task"), bytes):
-        task = decode_map(record["task"]) or {}
-    return {
-        "task": subject.rsplit(".", 1)[-1],
-        "specialist": subject.split(".")[2] if subject.count(".") >= 3 else "",
-        "instance": task.get("instance"),
-        "attempts": record.get("attempts"),
-        "kind": record.get("kind"),
-        "error": str(record.get("error", "")),
-        "at": iso_ms(record["at_ms"]) if record.get("at_ms") else None,
-        "seq": record.get("seq"),
-    }
 
 
 @with_connection

@@ -24,19 +24,17 @@ from rich.text import Text
 
 from ..deploy import Deployable, prepare
 from ..errors import ConnectionFailure, RuntimeFailure
-from ..mesh import EmbeddedServer, Mesh, ServerConfig, default_store_dir
+from ..mesh import EmbeddedServer, InstanceState, Mesh, ServerConfig, default_store_dir
 from ..paths import source_root
 from ..payload import decode_map
-from ._admin import _jsonable, tree_view
 from ._connect import Connection
 from ._mesh import serve_host
-from ._render import err_console, inert, print_json, stdout_console
+from ._render import err_console, inert, print_json, record_json, stdout_console, tree_view
 
 __all__ = ["demo_command"]
 
 AGENTS = ("stock-analyst", "orchestrator")
 REPORT_SUBJECT = "agents.main.results"
-_TERMINAL = {"finished", "failed", "dead", "cancelled"}
 
 
 def demo_command(
@@ -162,7 +160,7 @@ async def _run(
                 await host
         finally:
             await subscription.unsubscribe()
-        return {"instance": root, "report": report, "tree": _jsonable(tree)}
+        return {"instance": root, "report": report, "tree": record_json(tree)}
 
 
 async def _watch(
@@ -177,11 +175,12 @@ async def _watch(
             tree = await mesh.tree(root)
             if view is not None:
                 view.update(Group(Text("spawn tree", style="dim"), tree_view(tree)))
-            state = tree.get("state")
-            if report is not None and (state in _TERMINAL or time.monotonic() > settle_until):
+            record = tree.record
+            ended = record is not None and record.ended
+            if report is not None and (ended or time.monotonic() > settle_until):
                 return report  # the final tree is on screen
-            if state in _TERMINAL and state != "finished":
-                raise RuntimeFailure(f"the orchestrator ended {state}: {tree.get('error')}")
+            if record is not None and ended and record.state is not InstanceState.FINISHED:
+                raise RuntimeFailure(f"the orchestrator ended {record.state}: {record.error}")
             if time.monotonic() > deadline:
                 raise RuntimeFailure(f"no report within {timeout_s:.0f} s; see `dagr logs {root}`")
             if report is None:

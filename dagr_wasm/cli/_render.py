@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from ..invocation import (
     Effect,
@@ -27,20 +28,27 @@ from ..invocation import (
     Status,
     Suspend,
 )
-from ..payload import to_tagged
+from ..mesh import DeadLetter, InstanceResult, JournalRecord, TreeNode
+from ..payload import decode_map, to_tagged
 from ..policy import Grants
 
 __all__ = [
     "JsonFlag",
+    "dead_letter_row",
+    "describe",
     "err_console",
     "error_json",
     "inert",
     "iso_ms",
+    "log_record_view",
     "outcome_json",
     "print_json",
+    "record_json",
     "render_outcome",
     "safe",
+    "status_table",
     "stdout_console",
+    "tree_view",
     "warn_broad_grants",
 ]
 
@@ -225,3 +233,104 @@ def render_outcome(outcome: Outcome, *, console: Console = stdout_console) -> No
             console.print(
                 Text(f"  … {outcome.log_bytes_dropped:,} log bytes dropped (max_log_bytes)", style="dim")
             )
+
+
+# --- stored records (journal, results, dead letters) ---------------------------------------------
+
+_STATE_STYLE = {
+    "queued": "dim",
+    "running": "bold blue",
+    "suspended": "cyan",
+    "finished": "green",
+    "failed": "yellow",
+    "retrying": "yellow",
+    "dead": "bold red",
+    "cancelled": "dim",
+}
+_LEVEL_STYLE = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}
+
+
+def record_json(record: JournalRecord | TreeNode | InstanceResult) -> dict[str, Any]:
+    """A stored record for --json: its wire fields, bytes as tagged payloads, times with ISO twins."""
+    return _jsonable(record.to_doc())
+
+
+def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, bytes):
+            out[key] = to_tagged(value)
+        elif isinstance(value, dict):
+            out[key] = _jsonable(value)
+        elif isinstance(value, list):
+            out[key] = [_jsonable(v) if isinstance(v, dict) else v for v in value]
+        else:
+            out[key] = value
+        if key.endswith("_ms") and isinstance(value, int) and value > 10**12:
+            out[key.removesuffix("_ms") + "_at" if not key.endswith("at_ms") else key[:-3]] = iso_ms(value)
+    return out
+
+
+def describe(record: JournalRecord | None) -> Text:
+    """An instance's state in a few words: ``suspended until ...``, ``dead — why``."""
+    if record is None:
+        return Text("unknown", style="dim")
+    text = Text(record.state.value, style=_STATE_STYLE.get(record.state.value, ""))
+    if record.wake_at_ms:
+        text.append(f" until {iso_ms(record.wake_at_ms)}")
+    if record.error:
+        text.append(inert(f" — {record.error}", "dim"))
+    return text
+
+
+def tree_view(node: TreeNode, tree: Tree | None = None) -> Tree:
+    specialist = node.record.specialist if node.record else "?"
+    label = inert(f"{node.id} ", "bold").append(inert(f"{specialist} ")).append(describe(node.record))
+    branch = Tree(label) if tree is None else tree.add(label)
+    for child in node.children:
+        tree_view(child, branch)
+    return branch
+
+
+def status_table(records: list[JournalRecord]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("instance", "specialist", "state", "updated", "parent"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            inert(record.id),
+            inert(record.specialist),
+            describe(record),
+            iso_ms(record.updated_ms) if record.updated_ms else "",
+            inert(record.lineage.parent or ""),
+        )
+    return table
+
+
+def log_record_view(record: JournalRecord) -> Group:
+    """One invocation as ``dagr logs`` prints it: when, attempt, state, its lines, its error."""
+    when = iso_ms(record.updated_ms) if record.updated_ms else ""
+    parts: list[Text] = [inert(f"{when} {record.id[:12]} #{record.attempt} {record.state.value}", "dim")]
+    invocation = record.invocation
+    for line in invocation.lines if invocation else ():
+        parts.append(inert(f"  [{line.level}] {line.message}", _LEVEL_STYLE.get(line.level, "")))
+    if record.error:
+        parts.append(inert(f"  error: {record.error}", "red"))
+    if invocation and invocation.dropped_bytes:
+        parts.append(Text(f"  … {invocation.dropped_bytes} log bytes dropped", style="dim"))
+    return Group(*parts)
+
+
+def dead_letter_row(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as a row of ``dagr dead-letters`` (and its --json)."""
+    task = (decode_map(letter.task) or {}) if letter.task is not None else {}
+    return {
+        "task": letter.task_id,
+        "specialist": letter.specialist,
+        "instance": task.get("instance"),
+        "attempts": letter.attempts,
+        "kind": letter.kind,
+        "error": letter.error,
+        "at": iso_ms(letter.at_ms) if letter.at_ms else None,
+        "seq": letter.seq,
+    }

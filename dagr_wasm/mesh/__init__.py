@@ -8,22 +8,42 @@ sandbox, given by whoever composes the two) and commits the outcomes exactly onc
 from ._client import ConnectOptions, Mesh, connect_nats
 from ._host import Executor, Host, HostConfig, HostStats
 from ._layout import LAYOUT_VERSION, Layout, ensure_layout
+from ._records import (
+    DeadLetter,
+    InstanceResult,
+    InstanceState,
+    Invocation,
+    JournalRecord,
+    Lineage,
+    LogLine,
+    SpawnEdge,
+    TreeNode,
+)
 from ._registry import Registry, SpecialistVersion
 from ._server import EmbeddedServer, ServerConfig, default_store_dir, find_nats_server
 
 __all__ = [
     "LAYOUT_VERSION",
     "ConnectOptions",
+    "DeadLetter",
     "EmbeddedServer",
     "Executor",
     "Host",
     "HostConfig",
     "HostStats",
+    "InstanceResult",
+    "InstanceState",
+    "Invocation",
+    "JournalRecord",
     "Layout",
+    "Lineage",
+    "LogLine",
     "Mesh",
     "Registry",
     "ServerConfig",
+    "SpawnEdge",
     "SpecialistVersion",
+    "TreeNode",
     "connect_nats",
     "default_store_dir",
     "ensure_layout",

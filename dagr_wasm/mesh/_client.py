@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
-import cbor2
 import nats
 from nats.aio.client import Client as NATS
 from nats.errors import NoServersError
@@ -24,12 +23,18 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from ..errors import ConnectionFailure, InstanceStateError, NotDeployed, PayloadError, RuntimeFailure
+from ..errors import (
+    ConnectionFailure,
+    InstanceStateError,
+    NotDeployed,
+    PayloadError,
+    RecordError,
+    RuntimeFailure,
+)
 from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
-from ..payload import decode_map
 from ..policy import WakeRefused, is_valid_subject, is_valid_subject_pattern, resolve_wake
-from ._commit import iso_at, record_doc
+from ._commit import iso_at
 from ._layout import (
     DEAD_STREAM,
     INSTANCES_STREAM,
@@ -45,9 +50,10 @@ from ._layout import (
     wake_subject,
 )
 from ._nats_errors import nats_seam, nats_seam_iter
+from ._records import DeadLetter, InstanceResult, InstanceState, JournalRecord, SpawnEdge, TreeNode
 from ._registry import Registry, SpecialistVersion
 from ._state import StateReader
-from ._tasks import TASK_HEADER, Task, decode_task, encode_task, new_instance_id, task_from_status
+from ._tasks import TASK_HEADER, Task, decode_task, encode_task, new_instance_id, wake_from_record
 
 __all__ = ["ConnectOptions", "Mesh", "connect_nats"]
 
@@ -173,7 +179,9 @@ class Mesh:
             created_ms=now_ms,
         )
         # Queued before the task exists, so `dagr status` and `dagr cancel` know it at once.
-        queued = record_doc(task, version=task.version, state="queued", attempt=0, now_ms=now_ms)
+        queued = JournalRecord.of(
+            task, version=task.version, state=InstanceState.QUEUED, attempt=0, now_ms=now_ms
+        ).encode()
         await self.js.publish(
             record_subject(instance), queued, headers={"Nats-Msg-Id": f"{task.task_id}.queued"}
         )
@@ -215,14 +223,15 @@ class Mesh:
         return task.task_id
 
     @nats_seam
-    async def status(self, instance: str) -> dict[str, Any] | None:
-        """The last record of the instance's journal: its state now."""
-        return await self._last(record_subject(instance))
+    async def status(self, instance: str) -> JournalRecord | None:
+        """The last record of the instance's journal: its state now (None: no such instance)."""
+        data = await self._last(record_subject(instance))
+        return JournalRecord.decode(data) if data is not None else None
 
     @nats_seam
     async def result(
         self, instance: str, *, wait: bool = False, timeout_s: float | None = None
-    ) -> dict[str, Any] | None:
+    ) -> InstanceResult | None:
         """The instance's latest result (``ok`` bytes or ``error`` text), waiting for one if asked.
 
         The result is that of its last record, if the instance has finished, failed or died; while
@@ -230,7 +239,7 @@ class Mesh:
         """
         subject = record_subject(instance)
         if not wait:
-            return _result_of(await self._last(subject))
+            return await self._result(subject)
         arrived: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def on_message(msg: Any) -> None:
@@ -244,7 +253,7 @@ class Mesh:
                 # Only what the stream holds is returned: JetStream stores a message a moment after
                 # it reaches core subscribers, and a caller reading the status next must see it too.
                 # A record arriving on the subscription only makes us look again soon.
-                found = _result_of(await self._last(subject))
+                found = await self._result(subject)
                 if found is not None:
                     return found
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -254,15 +263,15 @@ class Mesh:
                     data = await asyncio.wait_for(arrived.get(), timeout=min(poll_s, remaining or poll_s))
                 except TimeoutError:
                     continue
-                if _result_of(decode_map(data)) is not None:
+                if (arrived_record := _decoded(data)) is not None and arrived_record.ended:
                     poll_s = 0.01  # it is on its way into the stream
         finally:
             await subscription.unsubscribe()
 
     @nats_seam
-    async def logs(self, instance: str, *, limit: int = 1000) -> list[dict[str, Any]]:
+    async def logs(self, instance: str, *, limit: int = 1000) -> list[JournalRecord]:
         """The instance's invocation records (state, log lines, result, costs), oldest first."""
-        records: list[dict[str, Any]] = []
+        records: list[JournalRecord] = []
         seq = 0
         while len(records) < limit:
             try:
@@ -272,13 +281,13 @@ class Mesh:
             except NotFoundError:
                 break
             seq = int(msg.seq or 0)
-            record = decode_map(msg.data)
-            if record is not None and "lines" in record:  # an invocation, not a queued/running mark
+            record = _decoded(msg.data)
+            if record is not None and record.invocation is not None:  # not a queued/running mark
                 records.append(record)
         return records
 
     @nats_seam
-    async def all_logs(self, *, limit: int = 200) -> list[dict[str, Any]]:
+    async def all_logs(self, *, limit: int = 200) -> list[JournalRecord]:
         """The last ``limit`` invocation records of every instance, oldest first."""
         info = await self.js.stream_info(INSTANCES_STREAM)
         records = []
@@ -290,15 +299,15 @@ class Mesh:
             except NotFoundError:
                 continue
             if msg.subject and msg.subject.startswith("dagr.inst."):
-                record = decode_map(msg.data)
-                if record is not None and "lines" in record:
+                record = _decoded(msg.data)
+                if record is not None and record.invocation is not None:
                     records.append(record)
         return records[-limit:]
 
     @nats_seam_iter
     async def follow_logs(
         self, instance: str | None = None, *, until_ended: bool = False
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[JournalRecord]:
         """New invocation records (of one instance, or of all) as they are stored, until cancelled,
         or, with ``until_ended`` and an instance, until the instance ends (finished, failed, dead,
         cancelled)."""
@@ -307,15 +316,15 @@ class Mesh:
             subject, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
         )
         try:
-            if until_ended and instance and (await self._head(instance))[0]["state"] in TERMINAL_STATES:
+            if until_ended and instance and (await self._head(instance))[0].ended:
                 return
             async for msg in subscription.messages:
-                record = decode_map(msg.data)
+                record = _decoded(msg.data)
                 if record is None:
                     continue
-                if "lines" in record:
+                if record.invocation is not None:
                     yield record
-                if until_ended and instance and record.get("state") in TERMINAL_STATES:
+                if until_ended and instance and record.ended:
                     return
         finally:
             await subscription.unsubscribe()
@@ -338,15 +347,17 @@ class Mesh:
             await subscription.unsubscribe()
 
     @nats_seam
-    async def statuses(self, *, limit: int = 1000) -> list[dict[str, Any]]:
-        """The status of up to ``limit`` instances, most recently updated first."""
+    async def statuses(self, *, limit: int = 1000) -> list[JournalRecord]:
+        """The status of up to ``limit`` instances, most recently updated first (records that do
+        not decode are left out: one bad record must not hide every other instance)."""
         info = await self.js.stream_info(INSTANCES_STREAM, subjects_filter="dagr.inst.*")
         found = []
         for subject in list(info.state.subjects or {}):
-            record = await self._last(subject)
+            data = await self._last(subject)
+            record = _decoded(data) if data is not None else None
             if record is not None:
                 found.append(record)
-        found.sort(key=lambda r: r.get("updated_ms", 0), reverse=True)
+        found.sort(key=lambda r: r.updated_ms, reverse=True)
         return found[:limit]
 
     @nats_seam
@@ -356,22 +367,21 @@ class Mesh:
         info = await self.js.stream_info(INSTANCES_STREAM, subjects_filter=f"{prefix}*")
         ordered = []
         for subject in info.state.subjects or {}:
-            record = await self._last(subject)
-            key = (record.get("at_ms", 0), record.get("index", 0)) if record else (0, 0)
+            data = await self._last(subject)
+            edge = SpawnEdge.decode(data) if data is not None else None
+            key = (edge.at_ms, edge.index) if edge else (0, 0)
             ordered.append((key, subject[len(prefix) :]))
         return [child for _, child in sorted(ordered)]
 
     @nats_seam
-    async def tree(self, instance: str, *, max_depth: int = 8) -> dict[str, Any]:
-        """``instance``'s status with its descendants under ``children``."""
-        status = await self.status(instance) or {"id": instance, "state": "unknown"}
-        node = dict(status)
-        node["children"] = (
+    async def tree(self, instance: str, *, max_depth: int = 8) -> TreeNode:
+        """``instance``'s status with its descendants, ``max_depth`` levels down."""
+        children = (
             [await self.tree(child, max_depth=max_depth - 1) for child in await self.children(instance)]
             if max_depth > 0
             else []
         )
-        return node
+        return TreeNode(instance, await self.status(instance), tuple(children))
 
     @nats_seam
     async def state_of(self, instance: str, *, shared: bool = False) -> dict[str, tuple[bytes, int]]:
@@ -380,7 +390,7 @@ class Mesh:
         reader = StateReader(self.js)
         if shared:
             status, _seq = await self._head(instance)
-            base = specialist_key(str(status["specialist"]), "")
+            base = specialist_key(status.specialist, "")
         else:
             base = instance_key(instance, "")
         values = {}
@@ -396,11 +406,7 @@ class Mesh:
         the instances it cancelled. Refused while instances of it wait to wake, unless ``force``
         (which cancels them). Its versions stay, for the journal of its past instances."""
         await self.registry.require(name)
-        waiting = [
-            str(s["id"])
-            for s in await self.statuses(limit=100_000)
-            if s.get("specialist") == name and s.get("state") not in TERMINAL_STATES
-        ]
+        waiting = [s.id for s in await self.statuses(limit=100_000) if s.specialist == name and not s.ended]
         if waiting and not force:
             raise InstanceStateError(
                 f"{len(waiting)} instance(s) of {name} ({', '.join(waiting[:3])}...)",
@@ -415,7 +421,7 @@ class Mesh:
         return waiting
 
     @nats_seam
-    async def cancel(self, instance: str) -> dict[str, Any]:
+    async def cancel(self, instance: str) -> JournalRecord:
         """Cancel an instance: drop its pending wake, and have hosts drop its queued tasks.
 
         Refused (``InstanceStateError``) once the instance has ended: its result stays readable.
@@ -424,28 +430,35 @@ class Mesh:
         """
         for _ in range(_GUARD_ATTEMPTS):
             status, seq = await self._head(instance)
-            if status["state"] in TERMINAL_STATES:
-                raise InstanceStateError(instance, status["state"], "cancel", hint=_ENDED_HINT)
+            if status.ended:
+                raise InstanceStateError(instance, status.state, "cancel", hint=_ENDED_HINT)
             # The wake first: if a host suspends the instance meanwhile, the guard below fails and
             # the new wake is purged on the next round.
             with contextlib.suppress(NotFoundError):
                 await self.js.purge_stream(
-                    SCHEDULES_STREAM, subject=sched_subject(status["specialist"], instance)
+                    SCHEDULES_STREAM, subject=sched_subject(status.specialist, instance)
                 )
-            cancelled = {**status, "state": "cancelled", "updated_ms": int(time.time() * 1000)}
-            cancelled.pop("wake_at_ms", None)
+            cancelled = replace(
+                status,
+                state=InstanceState.CANCELLED,
+                updated_ms=int(time.time() * 1000),
+                invocation=None,  # not an invocation: `dagr logs` shows invocations only
+                wake_at_ms=None,
+                wake_task=None,
+                resume_context=None,
+            )
             if await self._append_record(instance, cancelled, after=seq):
                 await self.js.publish(cancel_subject(instance), b"")  # hosts follow these
                 return cancelled
         raise RuntimeFailure(f"instance {instance} kept changing while cancelling it; try again")
 
     @nats_seam
-    async def require_status(self, instance: str) -> dict[str, Any]:
+    async def require_status(self, instance: str) -> JournalRecord:
         status, _seq = await self._head(instance)
         return status
 
     @nats_seam
-    async def reschedule(self, instance: str, *, wake_at_ms: int, resume_context: str) -> dict[str, Any]:
+    async def reschedule(self, instance: str, *, wake_at_ms: int, resume_context: str) -> JournalRecord:
         """Move a suspended instance's wake, by the same rules as ``lifecycle.suspend``.
 
         Only a suspended instance has a wake to move: any other state is refused
@@ -453,15 +466,11 @@ class Mesh:
         """
         for _ in range(_GUARD_ATTEMPTS):
             status, seq = await self._head(instance)
-            if status["state"] != "suspended":
-                hint = _ENDED_HINT if status["state"] in TERMINAL_STATES else _NOT_SUSPENDED_HINT
-                raise InstanceStateError(instance, status["state"], "reschedule", hint=hint)
-            spec = (
-                await self.registry.version(status["specialist"], status["version"])
-                if status.get("version")
-                else None
-            )
-            spec = spec or await self.registry.require(status["specialist"])
+            if status.state is not InstanceState.SUSPENDED:
+                hint = _ENDED_HINT if status.ended else _NOT_SUSPENDED_HINT
+                raise InstanceStateError(instance, status.state, "reschedule", hint=hint)
+            spec = await self.registry.version(status.specialist, status.version) if status.version else None
+            spec = spec or await self.registry.require(status.specialist)
             now_ms = int(time.time() * 1000)
             try:
                 wake_at = resolve_wake(
@@ -472,26 +481,27 @@ class Mesh:
                 )
             except WakeRefused as refusal:
                 raise PayloadError("--until", refusal.reason) from None
-            schedule = sched_subject(status["specialist"], instance)
+            schedule = sched_subject(status.specialist, instance)
             try:
                 pending = await self.js.get_msg(SCHEDULES_STREAM, subject=schedule, direct=True)
                 wake = decode_task(
-                    pending.data or b"", {TASK_HEADER: "1"}, specialist=status["specialist"], stream_seq=0,
+                    pending.data or b"", {TASK_HEADER: "1"}, specialist=status.specialist, stream_seq=0,
                     stream=SCHEDULES_STREAM, now_ms=now_ms,
                 )  # fmt: skip
             except NotFoundError:
-                wake = task_from_status(status, now_ms=now_ms)
+                wake = wake_from_record(status, now_ms=now_ms)
             wake = replace(
                 wake, context=resume_context, task_id=f"{wake.task_id}r{now_ms}", created_ms=now_ms
             )
-            suspended = {
-                **status,
-                "state": "suspended",
-                "wake_at_ms": wake_at,
-                "wake_task": wake.task_id,
-                "resume_context": resume_context,
-                "updated_ms": now_ms,
-            }
+            suspended = replace(
+                status,
+                state=InstanceState.SUSPENDED,
+                wake_at_ms=wake_at,
+                wake_task=wake.task_id,
+                resume_context=resume_context,
+                updated_ms=now_ms,
+                invocation=None,  # moved by an operator, not an invocation
+            )
             # The record first, guarded: once it is in, the wake below is the instance's pending one.
             if not await self._append_record(instance, suspended, after=seq):
                 continue
@@ -500,30 +510,27 @@ class Mesh:
                 encode_task(wake),
                 headers={
                     "Nats-Schedule": f"@at {iso_at(wake_at)}",
-                    "Nats-Schedule-Target": wake_subject(status["specialist"], instance),
+                    "Nats-Schedule-Target": wake_subject(status.specialist, instance),
                     TASK_HEADER: "1",
                 },
             )
             return suspended
         raise RuntimeFailure(f"instance {instance} kept changing while rescheduling it; try again")
 
-    async def _head(self, instance: str) -> tuple[dict[str, Any], int]:
+    async def _head(self, instance: str) -> tuple[JournalRecord, int]:
         """The instance's last journal record and its stream sequence."""
         try:
             msg = await self.js.get_msg(INSTANCES_STREAM, subject=record_subject(instance), direct=True)
         except NotFoundError:
             raise DagrNotFound("instance", instance, hint="`dagr status` lists the instances.") from None
-        record = decode_map(msg.data)
-        if record is None or not isinstance(record.get("state"), str):
-            raise RuntimeFailure(f"the journal record of instance {instance} does not decode")
-        return record, int(msg.seq or 0)
+        return JournalRecord.decode(msg.data), int(msg.seq or 0)
 
-    async def _append_record(self, instance: str, record: dict[str, Any], *, after: int) -> bool:
+    async def _append_record(self, instance: str, record: JournalRecord, *, after: int) -> bool:
         """Append ``record`` to the journal if its last record is still number ``after``."""
         try:
             await self.js.publish(
                 record_subject(instance),
-                cbor2.dumps(record),
+                record.encode(),
                 headers={"Nats-Expected-Last-Subject-Sequence": str(after)},
             )
         except APIError as exc:
@@ -539,10 +546,10 @@ class Mesh:
         return spec
 
     @nats_seam
-    async def dead_letters(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+    async def dead_letters(self, *, limit: int = 1000) -> list[DeadLetter]:
         """Dead-lettered tasks, oldest first: task, error, attempts, and the stream sequence."""
         info = await self.js.stream_info(DEAD_STREAM)
-        records: list[dict[str, Any]] = []
+        records: list[DeadLetter] = []
         seq = info.state.first_seq - 1
         while len(records) < limit:
             try:
@@ -552,69 +559,64 @@ class Mesh:
             except NotFoundError:
                 break
             seq = int(msg.seq or 0)
-            record = decode_map(msg.data)
-            if record is None:
-                continue
-            record["seq"] = seq
-            record["subject"] = msg.subject
-            records.append(record)
+            try:
+                records.append(DeadLetter.decode(msg.data, seq=seq, subject=msg.subject or ""))
+            except RecordError as exc:
+                _log.debug("dead letter %d left out: %s", seq, exc)
         return records
 
     @nats_seam
     async def retry_dead(self, task_id: str) -> str:
         """Re-queue a dead-lettered task as a new task (fresh attempts); returns the new task id."""
         for record in await self.dead_letters():
-            if not str(record.get("subject", "")).endswith(f".{task_id}"):
+            if record.task_id != task_id:
                 continue
-            if "task" not in record:
+            if record.task is None:
                 raise PayloadError(
                     f"dead letter {task_id}", "it is not a task (a malformed message); it cannot be retried"
                 )
-            specialist = str(record["subject"]).split(".")[2]
+            specialist = record.specialist
             task = decode_task(
-                record["task"],
+                record.task,
                 {TASK_HEADER: "1"},
                 specialist=specialist,
                 stream_seq=0,
                 stream=DEAD_STREAM,
                 now_ms=0,
             )
-            retried = replace(task, task_id=f"{task.task_id}r{record['seq']}")
+            retried = replace(task, task_id=f"{task.task_id}r{record.seq}")
             await self.js.publish(
                 topic(specialist),
                 encode_task(retried),
                 headers={TASK_HEADER: "1", "Nats-Msg-Id": retried.task_id},
             )
-            await self.js.delete_msg(DEAD_STREAM, record["seq"])
+            await self.js.delete_msg(DEAD_STREAM, record.seq)
             return retried.task_id
         raise DagrNotFound("dead letter", task_id, hint="`dagr dead-letters` lists them.")
 
-    async def _last(self, subject: str) -> dict[str, Any] | None:
+    async def _last(self, subject: str) -> bytes | None:
+        """The last message stored on ``subject`` of the instances stream (None: none)."""
         try:
             msg = await self.js.get_msg(INSTANCES_STREAM, subject=subject, direct=True)
         except NotFoundError:
             return None
-        return decode_map(msg.data)
+        return msg.data or b""
+
+    async def _result(self, subject: str) -> InstanceResult | None:
+        data = await self._last(subject)
+        return JournalRecord.decode(data).result() if data is not None else None
 
 
-#: States an instance never leaves: nothing runs it again.
-TERMINAL_STATES = frozenset({"finished", "failed", "dead", "cancelled"})
 _ENDED_HINT = "It has ended; `dagr result ID` shows how. Spawn a new instance to run it again."
 _NOT_SUSPENDED_HINT = "Only a suspended instance has a wake to move."
 _GUARD_ATTEMPTS = 8
 _WRONG_LAST_SEQUENCE = 10071
 
 
-def _result_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The result in a journal record, if it ends the instance (a cancelled one ends with no value)."""
-    if record is None or record.get("state") not in TERMINAL_STATES:
+def _decoded(data: bytes | None) -> JournalRecord | None:
+    """A journal record, or None for one that does not decode (left out of listings)."""
+    try:
+        return JournalRecord.decode(data)
+    except RecordError as exc:
+        _log.debug("journal record left out: %s", exc)
         return None
-    cancelled = record["state"] == "cancelled"
-    return {
-        "id": record["id"],
-        "task": record.get("task"),
-        "state": record["state"],
-        "ok": None if cancelled else record.get("ok"),
-        "error": "cancelled with `dagr cancel`" if cancelled else record.get("error"),
-        "at_ms": record.get("updated_ms"),
-    }

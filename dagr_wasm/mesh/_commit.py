@@ -59,8 +59,9 @@ from ._layout import (
     tree_subject,
     wake_subject,
 )
+from ._records import DeadLetter, InstanceState, Invocation, JournalRecord, LogLine, SpawnEdge
 from ._state import KV_PREFIX, StateReader
-from ._tasks import Task, child_task_id, encode_reply, encode_task, reply_task_id, wake_task_id
+from ._tasks import Task, child_task_id, encode_inbox_entry, encode_task, reply_task_id, wake_task_id
 
 __all__ = [
     "CommitContext",
@@ -71,7 +72,6 @@ __all__ = [
     "invocation_record",
     "iso_at",
     "plan_outbox",
-    "record_doc",
 ]
 
 _ELSS = "Nats-Expected-Last-Subject-Sequence"
@@ -147,50 +147,32 @@ class CommitContext:
     host: str = ""
 
 
-def record_doc(
-    task: Task, *, version: int | None, state: str, attempt: int, now_ms: int, **extra: Any
-) -> bytes:
-    """A record of ``task``'s instance journal (``dagr.inst.<i>``); the last record is its status.
-
-    States: queued, running, suspended, finished, failed, retrying, dead, cancelled. A record of an
-    invocation also carries its result (``ok`` or ``error``), log ``lines`` and costs.
-    """
-    doc = {
-        "id": task.instance_id,
-        "specialist": task.specialist,
-        "version": version,
-        "parent": task.parent_id,
-        "root": task.root_id or task.instance_id,
-        "state": state,
-        "task": task.task_id,
-        "attempt": attempt,
-        "reply_to": task.reply_to,
-        "depth": task.depth,
-        "updated_ms": now_ms,
-        # Enough of the lineage to wake the instance from its record alone (`dagr suspend`).
-        "parent_specialist": task.parent_specialist,
-        "parent_version": task.parent_version,
-        "ceilings": [g.model_dump(mode="json") for g in task.ceilings],
-        "limit_ceiling": task.limit_ceiling.model_dump(mode="json") if task.limit_ceiling else None,
-    }
-    doc.update(extra)
-    return cbor2.dumps(doc)
-
-
-def invocation_record(ctx: CommitContext, outcome: Outcome, state: str, **extra: Any) -> bytes:
+def invocation_record(
+    ctx: CommitContext,
+    outcome: Outcome,
+    state: InstanceState,
+    *,
+    ok: bytes | None = None,
+    error: str | None = None,
+    wake_at_ms: int | None = None,
+    wake_task: str | None = None,
+    resume_context: str | None = None,
+) -> JournalRecord:
     """The journal record of one invocation: its state, result, log lines and costs."""
-    return record_doc(
-        ctx.task,
-        version=ctx.version,
-        state=state,
-        attempt=ctx.attempt,
-        now_ms=ctx.now_ms,
-        host=ctx.host,
-        lines=[[line.level, line.message] for line in outcome.logs],
-        dropped_bytes=outcome.log_bytes_dropped,
-        fuel=outcome.fuel_used,
-        wall_ms=round(outcome.wall_time_s * 1000, 3),
-        **extra,
+    return replace(
+        JournalRecord.of(ctx.task, version=ctx.version, state=state, attempt=ctx.attempt, now_ms=ctx.now_ms),
+        invocation=Invocation(
+            host=ctx.host,
+            lines=tuple(LogLine(line.level, line.message) for line in outcome.logs),
+            dropped_bytes=outcome.log_bytes_dropped,
+            fuel=outcome.fuel_used,
+            wall_ms=round(outcome.wall_time_s * 1000, 3),
+        ),
+        ok=ok,
+        error=error,
+        wake_at_ms=wake_at_ms,
+        wake_task=wake_task,
+        resume_context=resume_context,
     )
 
 
@@ -198,7 +180,7 @@ def _add_reply(outbox: Outbox, ctx: CommitContext, *, ok: bytes | None, error: s
     """Route the instance's result to whoever waits for it."""
     task = ctx.task
     reply = ChildReply(child_id=task.instance_id, specialist=task.specialist, ok=ok, error=error)
-    body = cbor2.dumps({**encode_reply(reply), "task": task.task_id})
+    body = encode_inbox_entry(reply, task.task_id)
     if task.reply_to:
         outbox.add(task.task_id, task.reply_to, body, core_ok=True, Dagr_Reply="1")
     elif task.parent_id and task.parent_specialist:
@@ -251,19 +233,19 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
                 outbox.add(
                     task.task_id,
                     tree_subject(task.instance_id, effect.child_id),
-                    cbor2.dumps(
-                        {
-                            "child": effect.child_id,
-                            "specialist": effect.specialist,
-                            "at_ms": ctx.now_ms,
-                            "index": spawn_index - 1,
-                        }
-                    ),
+                    SpawnEdge(
+                        child=effect.child_id,
+                        specialist=effect.specialist,
+                        at_ms=ctx.now_ms,
+                        index=spawn_index - 1,
+                    ).encode(),
                 )
                 outbox.add(
                     task.task_id,
                     record_subject(effect.child_id),
-                    record_doc(child, version=child.version, state="queued", attempt=0, now_ms=ctx.now_ms),
+                    JournalRecord.of(
+                        child, version=child.version, state=InstanceState.QUEUED, attempt=0, now_ms=ctx.now_ms
+                    ).encode(),
                 )
             elif isinstance(effect, Publish):
                 outbox.add(task.task_id, effect.subject, effect.payload, core_ok=True)
@@ -298,18 +280,18 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
             invocation_record(
                 ctx,
                 outcome,
-                "suspended",
+                InstanceState.SUSPENDED,
                 wake_at_ms=suspend.wake_at_unix_ms,
                 wake_task=wake.task_id,
                 resume_context=suspend.resume_context,
-            ),
+            ).encode(),
         )
     elif outcome.status is Status.OK:
         _add_reply(outbox, ctx, ok=outcome.result, error=None)
         outbox.add(
             task.task_id,
             record_subject(task.instance_id),
-            invocation_record(ctx, outcome, "finished", ok=outcome.result, error=None),
+            invocation_record(ctx, outcome, InstanceState.FINISHED, ok=outcome.result).encode(),
         )
     else:
         if outcome.status is Status.FAILED:
@@ -318,26 +300,24 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
             message = f"{outcome.error} (not retried: the same call would be refused again)"
         else:
             message = f"gave up: {outcome.error}"
-        state = "failed" if outcome.status is Status.FAILED else "dead"
+        state = InstanceState.FAILED if outcome.status is Status.FAILED else InstanceState.DEAD
         if outcome.status is Status.ERROR:
             outbox.add(
                 task.task_id,
                 dead_subject(task.specialist, task.task_id),
-                cbor2.dumps(
-                    {
-                        "task": encode_task(task),
-                        "error": str(outcome.error),
-                        "kind": outcome.error.kind.value if outcome.error else None,
-                        "attempts": ctx.attempt,
-                        "at_ms": ctx.now_ms,
-                    }
-                ),
+                DeadLetter(
+                    task=encode_task(task),
+                    error=str(outcome.error),
+                    kind=outcome.error.kind.value if outcome.error else None,
+                    attempts=ctx.attempt,
+                    at_ms=ctx.now_ms,
+                ).encode(),
             )
         _add_reply(outbox, ctx, ok=None, error=message)
         outbox.add(
             task.task_id,
             record_subject(task.instance_id),
-            invocation_record(ctx, outcome, state, ok=None, error=message),
+            invocation_record(ctx, outcome, state, error=message).encode(),
         )
     return outbox
 

@@ -9,30 +9,20 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
 
 from ..invocation import Outcome, Status
+from ._records import InstanceState, JournalRecord
 from ._tasks import Task
 
 __all__ = ["EventDecision", "JournalHead", "Retry", "decide_error", "decide_event"]
-
-#: States an instance never leaves.
-TERMINAL = frozenset({"finished", "failed", "dead", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
 class JournalHead:
     """The last record of an instance's journal and its stream sequence (for guarded appends)."""
 
-    record: dict[str, Any]
+    record: JournalRecord
     seq: int
-
-    @property
-    def state(self) -> str:
-        return str(self.record.get("state", ""))
-
-    def get(self, key: str) -> Any:
-        return self.record.get(key)
 
 
 class EventDecision(enum.Enum):
@@ -55,14 +45,15 @@ def decide_event(task: Task, head: JournalHead | None) -> EventDecision:
     """
     if head is None:
         return EventDecision.RUN  # no journal yet (written by older hosts, or lost): run as before
-    if head.state in TERMINAL:
+    record = head.record
+    if record.ended:
         return EventDecision.DROP
     if task.kind == "wake":
-        if head.state == "suspended":
-            expected = head.get("wake_task")
+        if record.state is InstanceState.SUSPENDED:
+            expected = record.wake_task
             return EventDecision.RUN if expected in (None, task.task_id) else EventDecision.DROP
-        return EventDecision.RUN if head.get("task") == task.task_id else EventDecision.DROP
-    if task.kind == "reply" and head.state == "suspended":
+        return EventDecision.RUN if record.task == task.task_id else EventDecision.DROP
+    if task.kind == "reply" and record.state is InstanceState.SUSPENDED:
         return EventDecision.PARK
     return EventDecision.RUN
 

@@ -32,7 +32,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import cbor2
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
@@ -42,7 +41,6 @@ from nats.js.errors import APIError, NotFoundError
 
 from ..errors import CommitConflict
 from ..invocation import ErrorKind, GuestError, Invocation, Outcome, Status
-from ..payload import decode_map
 from ..policy import Capabilities, Limits
 from ._catalog import MAX_AGENTS, Catalog, Lru
 from ._commit import (
@@ -52,7 +50,6 @@ from ._commit import (
     OutboxRefused,
     invocation_record,
     iso_at,
-    record_doc,
 )
 from ._decide import EventDecision, JournalHead, decide_error, decide_event
 from ._layout import (
@@ -70,9 +67,10 @@ from ._layout import (
     tasks_stream,
     wake_subject,
 )
+from ._records import DeadLetter, InstanceState, JournalRecord
 from ._registry import Registry, SpecialistVersion
 from ._state import KV_PREFIX, KvStateView, LazyInbox, StateReader
-from ._tasks import Task, TaskError, decode_task, encode_reply, encode_task, task_from_status
+from ._tasks import Task, TaskError, decode_task, encode_inbox_entry, encode_task, wake_from_record
 from ._workers import WorkerPool
 
 __all__ = ["Executor", "Host", "HostConfig", "HostStats"]
@@ -359,11 +357,15 @@ class Host:
         on: it must never land after the final record of this task (another host may have finished
         it meanwhile, as a frozen host comes back), or status and reply routing would read it."""
         head = await self._journal_head(task.instance_id)
-        if head is not None and int(head.get("updated_ms") or 0) >= started_ms:
+        if head is not None and head.record.updated_ms >= started_ms:
             return  # recorded since this invocation began (another host finished it?): only a hint
-        running = record_doc(
-            task, version=version, state="running", attempt=attempt, now_ms=int(time.time() * 1000)
-        )
+        running = JournalRecord.of(
+            task,
+            version=version,
+            state=InstanceState.RUNNING,
+            attempt=attempt,
+            now_ms=int(time.time() * 1000),
+        ).encode()
         try:
             await self._js.publish(
                 record_subject(task.instance_id),
@@ -464,7 +466,7 @@ class Host:
                 await msg.ack()
                 return
             if head is not None and task.kind == "reply":
-                task = task.with_lineage_of(head.record)
+                task = task.with_lineage(head.record.lineage)
 
         # Attempts count the agent's failures only (kept in the state bucket); deliveries also count
         # NATS trouble during a commit, which must not use up an agent's attempts.
@@ -592,7 +594,7 @@ class Host:
             now_ms=int(time.time() * 1000),
             host=self.config.host_id,
         )
-        record = invocation_record(ctx, outcome, "retrying", error=str(outcome.error))
+        record = invocation_record(ctx, outcome, InstanceState.RETRYING, error=str(outcome.error)).encode()
         await self._js.publish(
             record_subject(task.instance_id), record, headers={"Nats-Msg-Id": f"{task.task_id}.a{attempt}"}
         )
@@ -621,19 +623,19 @@ class Host:
             msg = await self._js.get_msg(INSTANCES_STREAM, subject=record_subject(instance), direct=True)
         except NotFoundError:
             return None
-        record = decode_map(msg.data)
-        return JournalHead(record, int(msg.seq or 0)) if record is not None else None
+        return JournalHead(JournalRecord.decode(msg.data), int(msg.seq or 0))
 
     async def _is_suspended(self, instance: str) -> bool:
         head = await self._journal_head(instance)
-        return head is not None and head.state == "suspended"
+        return head is not None and head.record.state is InstanceState.SUSPENDED
 
     async def _repair_wake(self, stale: Task, head: JournalHead | None) -> None:
         """After dropping a stale wake: if the instance still waits for its real one and no
         schedule is pending (a late replay of an old outbox replaced it), schedule it again."""
-        if stale.kind != "wake" or head is None or head.state != "suspended":
+        if stale.kind != "wake" or head is None or head.record.state is not InstanceState.SUSPENDED:
             return
-        if head.get("wake_task") in (None, stale.task_id):
+        record = head.record
+        if record.wake_task in (None, stale.task_id):
             return  # an older record, or this very wake: nothing to re-create
         schedule = sched_subject(stale.specialist, stale.instance_id)
         try:
@@ -642,11 +644,11 @@ class Host:
         except NotFoundError:
             pass
         wake = replace(
-            task_from_status(head.record, now_ms=int(time.time() * 1000)),
-            task_id=str(head.record["wake_task"]),
-            context=str(head.get("resume_context") or ""),
+            wake_from_record(record, now_ms=int(time.time() * 1000)),
+            task_id=record.wake_task,
+            context=record.resume_context or "",
         )
-        at_ms = max(int(head.get("wake_at_ms") or 0), int(time.time() * 1000) + 1000)
+        at_ms = max(record.wake_at_ms or 0, int(time.time() * 1000) + 1000)
         _log.warning("instance %s lost its pending wake to a stale schedule; scheduling it again",
                      stale.instance_id)  # fmt: skip
         await self._js.publish(
@@ -670,15 +672,15 @@ class Host:
         outbox.add(
             task.task_id,
             inbox_subject(task.instance_id),
-            cbor2.dumps({**encode_reply(task.reply), "task": task.task_id}),
+            encode_inbox_entry(task.reply, task.task_id),
         )
         await self._committer.commit_outbox(task.task_id, outbox)
 
     async def _dead_letter_committed(self, task: Task, reason: str) -> None:
         """A task whose effects were committed but whose outbox cannot go out: recorded, not replayed."""
-        record = cbor2.dumps(
-            {"task": encode_task(task), "error": reason, "kind": "outbox", "at_ms": int(time.time() * 1000)}
-        )
+        record = DeadLetter(
+            task=encode_task(task), error=reason, kind="outbox", at_ms=int(time.time() * 1000)
+        ).encode()
         await self._js.publish(
             dead_subject(task.specialist, task.task_id),
             record,
@@ -689,9 +691,9 @@ class Host:
 
     async def _dead_letter_raw(self, name: str, msg: Msg, reason: str) -> None:
         seq = msg.metadata.sequence.stream
-        record = cbor2.dumps(
-            {"raw": msg.data, "error": reason, "stream_seq": seq, "at_ms": int(time.time() * 1000)}
-        )
+        record = DeadLetter(
+            raw=msg.data, error=reason, stream_seq=seq, at_ms=int(time.time() * 1000)
+        ).encode()
         await self._js.publish(
             dead_subject(name, f"raw{seq}"),
             record,

@@ -16,7 +16,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cbor2
 
@@ -24,14 +24,18 @@ from ..invocation import ChildReply, Event, Message, Reply, Start, Wake
 from ..payload import decode_map
 from ..policy import Grants, Limits, is_valid_subject
 
+if TYPE_CHECKING:
+    from ._records import JournalRecord, Lineage
+
 __all__ = [
     "TASK_HEADER",
     "Task",
     "TaskError",
     "decode_task",
+    "encode_inbox_entry",
     "encode_task",
     "new_instance_id",
-    "task_from_status",
+    "wake_from_record",
 ]
 
 TASK_HEADER = "Dagr-Task"
@@ -95,19 +99,18 @@ class Task:
     def pinned(self, version: int) -> Task:
         return replace(self, version=version)
 
-    def with_lineage_of(self, status: dict[str, Any]) -> Task:
-        """This task with the instance's own lineage, from its journal record.
+    def with_lineage(self, lineage: Lineage) -> Task:
+        """This task with the instance's own lineage, from its journal.
 
         A reply event is built by the child, which knows its parent's id but not the parent's
         own parent, reply-to, ceilings or limits: the parent's journal does.
         """
-        lineage = task_from_status(status, now_ms=self.created_ms)
         return replace(
             self,
-            parent_id=lineage.parent_id,
+            parent_id=lineage.parent,
             parent_specialist=lineage.parent_specialist,
             parent_version=lineage.parent_version,
-            root_id=lineage.root_id,
+            root_id=lineage.root,
             reply_to=lineage.reply_to,
             ceilings=lineage.ceilings,
             limit_ceiling=lineage.limit_ceiling,
@@ -143,6 +146,12 @@ def encode_task(task: Task) -> bytes:
 
 def encode_reply(reply: ChildReply) -> dict[str, Any]:
     return {"child": reply.child_id, "specialist": reply.specialist, "ok": reply.ok, "error": reply.error}
+
+
+def encode_inbox_entry(reply: ChildReply, task_id: str) -> bytes:
+    """A child's reply as stored in its parent's inbox (``dagr.inbox.<parent>``) or published to
+    its reply-to subject; ``task`` names the child's task, for readers that want to dedupe."""
+    return cbor2.dumps({**encode_reply(reply), "task": task_id})
 
 
 def decode_reply(doc: Any, *, seq: int = 0) -> ChildReply:
@@ -223,24 +232,16 @@ def decode_task(
         raise TaskError(f"malformed task: {exc!r}") from None
 
 
-def task_from_status(status: dict[str, Any], *, now_ms: int) -> Task:
-    """A wake task for the instance a status record describes (its lineage is in the record)."""
+def wake_from_record(record: JournalRecord, *, now_ms: int) -> Task:
+    """A wake task for the instance a journal record describes (its lineage is in the record)."""
     return Task(
-        task_id=_derived_id(f"{status['task']}/wake/{now_ms}"),
+        task_id=_derived_id(f"{record.task}/wake/{now_ms}"),
         kind="wake",
-        instance_id=str(status["id"]),
-        specialist=str(status["specialist"]),
-        version=status.get("version"),
-        parent_id=status.get("parent"),
-        parent_specialist=status.get("parent_specialist"),
-        parent_version=status.get("parent_version"),
-        root_id=str(status.get("root") or status["id"]),
-        reply_to=status.get("reply_to"),
-        ceilings=tuple(Grants.model_validate(g) for g in status.get("ceilings") or []),
-        limit_ceiling=Limits.model_validate(status["limit_ceiling"]) if status.get("limit_ceiling") else None,
+        instance_id=record.id,
+        specialist=record.specialist,
+        version=record.version,
         created_ms=now_ms,
-        depth=int(status.get("depth", 0)),
-    )
+    ).with_lineage(record.lineage)
 
 
 # Derived ids are hashes, not concatenations: an instance that suspends a thousand times must not

@@ -93,9 +93,11 @@ class Arena:
         return await self.settled(instance, timeout_s=timeout_s)
 
     async def settled(self, instance: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
+        """The instance's last journal record, read straight from the stream, once it has ended."""
         deadline = time.monotonic() + timeout_s
         while True:
-            status = await self.mesh.status(instance)
+            journal = await self.journal(instance)
+            status = journal[-1] if journal else None
             if status is not None and status.get("state") in TERMINAL:
                 return status
             if time.monotonic() > deadline:
@@ -133,8 +135,25 @@ class Arena:
         )
         return set(info.state.subjects or {})
 
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter, read straight from the stream."""
+        from nats.js.errors import NotFoundError
+
+        records, seq = [], 0
+        while True:
+            try:
+                msg = await self.mesh.js.get_msg(
+                    "DAGR_DEAD", seq=seq + 1, subject="dagr.dead.>", next=True, direct=True
+                )
+            except NotFoundError:
+                return records
+            seq = int(msg.seq or 0)
+            record = decode_map(msg.data)
+            assert record is not None
+            records.append(record)
+
     async def dead_letter(self, instance: str) -> dict[str, Any]:
-        for record in await self.mesh.dead_letters():
+        for record in await self.dead_letters():
             task = decode_map(record.get("task")) or {}
             if task.get("instance") == instance:
                 return record

@@ -29,12 +29,12 @@ async def test_two_host_processes_share_a_specialists_tasks_and_each_task_runs_o
     for instance in instances:
         result = await mesh.result(instance, wait=True, timeout_s=120)
         assert result is not None
-        assert result["error"] is None
+        assert result.error is None
     ran_on: dict[str, int] = {}
     for instance in instances:
         records = await mesh.logs(instance)
         assert len(records) == 1, f"{instance} committed {len(records)} times"
-        ran_on[records[0]["host"]] = ran_on.get(records[0]["host"], 0) + 1
+        ran_on[records[0].invocation.host] = ran_on.get(records[0].invocation.host, 0) + 1
     stats = [host.stop() for host in hosts]
     assert len(ran_on) == 2, f"only {ran_on} did work"
     assert all(count > 0 for count in ran_on.values())
@@ -85,7 +85,7 @@ async def test_suspended_agents_wake_once_with_their_state_after_everything_is_k
 
             async def all_suspended() -> bool:
                 states = [await mesh.status(s) for s in sleepers]
-                return all(st is not None and st["state"] == "suspended" for st in states)
+                return all(st is not None and st.state == "suspended" for st in states)
 
             await eventually(all_suspended, timeout_s=120, what="100 sleepers to suspend")
 
@@ -99,8 +99,8 @@ async def test_suspended_agents_wake_once_with_their_state_after_everything_is_k
             for i, sleeper in enumerate(sleepers):
                 result = await mesh.result(sleeper, wait=True, timeout_s=120)
                 assert result is not None, f"sleeper {i} never woke"
-                assert cbor2.loads(result["ok"]) == {"note": f"note-{i}", "resume": "slept 6 s", "wakes": 1}
-                assert [r["state"] for r in await mesh.logs(sleeper)] == ["suspended", "finished"]
+                assert cbor2.loads(result.ok) == {"note": f"note-{i}", "resume": "slept 6 s", "wakes": 1}
+                assert [r.state for r in await mesh.logs(sleeper)] == ["suspended", "finished"]
     finally:
         server.stop()
 

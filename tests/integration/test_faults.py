@@ -64,7 +64,7 @@ async def state_value(mesh: Mesh, instance: str, key: str) -> Any:
 
 async def is_running(mesh: Mesh, instance: str) -> bool:
     status = await mesh.status(instance)
-    return status is not None and status["state"] == "running"
+    return status is not None and status.state == "running"
 
 
 async def test_a_frozen_host_back_after_a_server_restart_neither_loses_nor_repeats_a_wake(
@@ -85,12 +85,10 @@ async def test_a_frozen_host_back_after_a_server_restart_neither_loses_nor_repea
 
         async def woke_once_and_waits_an_hour() -> bool:
             status = await mesh.status(instance)
-            return (
-                status is not None and status["state"] == "suspended" and len(await mesh.logs(instance)) == 2
-            )
+            return status is not None and status.state == "suspended" and len(await mesh.logs(instance)) == 2
 
         await eventually(woke_once_and_waits_an_hour, timeout_s=120, what="the first wake, on the other host")
-        pending = (await mesh.status(instance) or {})["wake_at_ms"]
+        pending = (await mesh.status(instance)).wake_at_ms
 
     server.restart()  # its memory of message ids is rebuilt from what is still stored
     frozen.thaw()  # finishes the start and commits it: the start was committed: a late replay
@@ -99,10 +97,10 @@ async def test_a_frozen_host_back_after_a_server_restart_neither_loses_nor_repea
         await asyncio.sleep(8)  # the replayed schedule fires at once; give the hosts time to act on it
         assert await state_value(mesh, instance, "wakes") == 1  # on_wake ran once
         records = await mesh.logs(instance)
-        assert [r["state"] for r in records] == ["suspended", "suspended"]
+        assert [r.state for r in records] == ["suspended", "suspended"]
         status = await mesh.status(instance)
         assert status is not None
-        assert (status["state"], status["wake_at_ms"]) == ("suspended", pending)
+        assert (status.state, status.wake_at_ms) == ("suspended", pending)
         schedule = await mesh.js.get_msg(
             SCHEDULES_STREAM, subject=sched_subject("sleeper", instance), direct=True
         )
@@ -133,14 +131,14 @@ async def test_a_frozen_host_does_not_record_running_over_a_finished_instance(
         frozen.freeze()
         other = host_process(server.url)
         result = await mesh.result(instance, wait=True, timeout_s=120)
-        assert result is not None and result["state"] == "finished"
+        assert result is not None and result.state == "finished"
     frozen.thaw()  # its heartbeat comes due at once, then its late commit replays
     async with await Mesh.connect(connect(server)) as mesh:
         await asyncio.sleep(6)
         status = await mesh.status(instance)
         assert status is not None
-        assert status["state"] == "finished"
-        assert [r["state"] for r in await mesh.logs(instance)] == ["suspended", "finished"]
+        assert status.state == "finished"
+        assert [r.state for r in await mesh.logs(instance)] == ["suspended", "finished"]
     frozen.stop()
     other.stop()
 
@@ -174,8 +172,8 @@ async def test_a_reply_that_arrives_as_an_event_keeps_the_parents_lineage(
         assert value.get("as_events") is True, journal  # produced by on_reply
         assert value["replies"] == [{"note": "kid-0", "resume": "slept 5 s", "wakes": 1}]
         status = await mesh.status(parent)
-        assert status is not None and status["state"] == "finished"
-        assert status["reply_to"] == reply_to
+        assert status is not None and status.state == "finished"
+        assert status.lineage.reply_to == reply_to
 
 
 async def test_a_reply_delivered_again_is_not_seen_twice(
@@ -208,14 +206,14 @@ async def test_a_reply_delivered_again_is_not_seen_twice(
         await mesh.js.publish(topic("spawner"), encode_task(reply), headers=again)
 
         result = await mesh.result(parent, wait=True, timeout_s=60)
-        assert result is not None and result["state"] == "finished"
+        assert result is not None and result.state == "finished"
         await asyncio.sleep(3)  # a duplicate event would have run by now
         journal = await messages(mesh, "DAGR_INSTANCES", f"dagr.inst.{parent}")
         states = [cbor2.loads(m)["state"] for m in journal]
         assert [s for s in states if s != "running"] == ["queued", "suspended", "finished"], states
-        assert cbor2.loads(result["ok"]) == {"children": [], "replies": [{"echo": "hi"}]}
+        assert cbor2.loads(result.ok) == {"children": [], "replies": [{"echo": "hi"}]}
 
 
 async def is_suspended(mesh: Mesh, instance: str) -> bool:
     status = await mesh.status(instance)
-    return status is not None and status["state"] == "suspended"
+    return status is not None and status.state == "suspended"

@@ -61,8 +61,8 @@ def reply_counts(replies: list[bytes]) -> list[int]:
 async def result_value(mesh: Mesh, instance: str, timeout_s: float = 60) -> Any:
     result = await mesh.result(instance, wait=True, timeout_s=timeout_s)
     assert result is not None, f"no result from {instance} within {timeout_s} s"
-    assert result["error"] is None, result["error"]
-    return cbor2.loads(result["ok"])
+    assert result.error is None, result.error
+    return cbor2.loads(result.ok)
 
 
 async def test_spawn_runs_an_instance_and_records_its_result(
@@ -73,9 +73,9 @@ async def test_spawn_runs_an_instance_and_records_its_result(
     assert await result_value(mesh, instance) == {"echo": "hello mesh"}
     status = await mesh.status(instance)
     assert status is not None
-    assert status["state"] == "finished"
+    assert status.state == "finished"
     logs = await mesh.logs(instance)
-    assert [record["state"] for record in logs] == ["finished"]
+    assert [record.state for record in logs] == ["finished"]
 
 
 async def test_spawning_an_unknown_specialist_is_refused(mesh: Mesh) -> None:
@@ -95,9 +95,9 @@ async def test_a_parent_sees_all_ten_replies_when_it_wakes(
     for child in children:
         status = await mesh.status(child)
         assert status is not None
-        assert (status["state"], status["parent"]) == ("finished", parent)
+        assert (status.state, status.lineage.parent) == ("finished", parent)
     # The replies arrived while the parent slept: it suspended first, then woke once.
-    assert [record["state"] for record in await mesh.logs(parent)] == ["suspended", "finished"]
+    assert [record.state for record in await mesh.logs(parent)] == ["suspended", "finished"]
 
 
 async def test_state_stays_exact_under_concurrent_invocations_of_one_instance(
@@ -130,16 +130,16 @@ async def test_a_trapping_task_is_retried_then_dead_lettered_while_others_flow(
 
     result = await mesh.result(doomed, wait=True, timeout_s=60)
     assert result is not None
-    assert result["error"].startswith("gave up: stack-overflow")
+    assert (result.error or "").startswith("gave up: stack-overflow")
     status = await mesh.status(doomed)
     assert status is not None
-    assert (status["state"], status["attempt"]) == ("dead", 3)
+    assert (status.state, status.attempt) == ("dead", 3)
     attempts = await mesh.logs(doomed)
-    assert [record["attempt"] for record in attempts] == [1, 2, 3]
-    assert all("stack" in (record["error"] or "") for record in attempts)
+    assert [record.attempt for record in attempts] == [1, 2, 3]
+    assert all("stack" in (record.error or "") for record in attempts)
     dead = [
         cbor2.loads(m)
-        for m in await messages(mesh, "DAGR_DEAD", f"dagr.dead.hostile-recursion.{status['task']}")
+        for m in await messages(mesh, "DAGR_DEAD", f"dagr.dead.hostile-recursion.{status.task}")
     ]
     assert len(dead) == 1
     assert dead[0]["attempts"] == 3
@@ -177,7 +177,7 @@ async def test_a_specialist_deployed_after_the_host_started_is_compiled_on_deplo
     instance = await mesh.spawn(name, "hello late")
     result = await mesh.result(instance, wait=True, timeout_s=30)
     assert result is not None
-    assert result["ok"] == b"hello late"
+    assert result.ok == b"hello late"
 
 
 async def test_stopping_a_host_finishes_or_hands_back_its_work(

@@ -6,6 +6,7 @@ import pytest
 
 from dagr_wasm.invocation import ErrorKind, GuestError, Outcome, Status
 from dagr_wasm.mesh._decide import EventDecision, JournalHead, Retry, decide_error, decide_event
+from dagr_wasm.mesh._records import InstanceState, JournalRecord, Lineage
 from dagr_wasm.mesh._tasks import Task
 
 
@@ -13,8 +14,19 @@ def task(kind: str, task_id: str = "w1") -> Task:
     return Task(task_id=task_id, kind=kind, instance_id="i1", specialist="s")  # type: ignore[arg-type]
 
 
-def head(state: str, **fields: object) -> JournalHead:
-    return JournalHead({"id": "i1", "specialist": "s", "state": state, **fields}, seq=7)
+def head(state: str, *, task: str, wake_task: str | None = None) -> JournalHead:
+    record = JournalRecord(
+        id="i1",
+        specialist="s",
+        version=1,
+        state=InstanceState(state),
+        task=task,
+        attempt=1,
+        updated_ms=1,
+        lineage=Lineage(root="i1"),
+        wake_task=wake_task,
+    )
+    return JournalHead(record, seq=7)
 
 
 @pytest.mark.parametrize("state", ["finished", "failed", "dead", "cancelled"])
