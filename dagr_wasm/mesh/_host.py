@@ -1,9 +1,10 @@
-"""The host worker: pulls tasks, runs them through an executor, commits the outcomes.
+"""The host: one delivery's path, decode -> decide -> run -> commit -> ack.
 
-Every host pulls from one durable consumer per specialist (shared by all hosts, so JetStream
-balances the work), and runs at most ``concurrency`` invocations at a time (one slot each, shared
-by every specialist). NATS work stays on the event loop; invocations run on a thread pool of the
-same size, where wasm runs with the GIL released.
+The host is split by role: ``_catalog.py`` knows what can run here (specialists, versions and
+compiled components, bounded); ``_feed.py`` is the worker loop (pull from one durable consumer per
+specialist, shared by all hosts so JetStream balances the work; slots; heartbeat; drain);
+``_decide.py`` holds the decisions, pure functions of the task, the journal and the outcome; the
+sandbox runs on ``_workers.py``'s threads; ``_commit.py`` commits. This module puts them together.
 
 It follows the registry: a specialist registered after the host started is picked up without a
 restart, and a newly deployed module is compiled when the host sees the deploy, not on the first
@@ -28,13 +29,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
@@ -52,12 +51,12 @@ from ._commit import (
     iso_at,
 )
 from ._decide import EventDecision, JournalHead, decide_error, decide_event
+from ._feed import FeedConfig, TaskFeed
 from ._layout import (
     INSTANCES_STREAM,
     MARKER_TTL_S,
     SCHEDULES_STREAM,
     Layout,
-    consumer_name,
     dead_subject,
     ensure_layout,
     failures_key,
@@ -152,29 +151,29 @@ class Host:
         self.registry = Registry(js, layout=config.layout)
         self._reader = StateReader(js)
         self._committer = Committer(nc, js, self._reader)
-        self._slots = asyncio.Semaphore(config.concurrency)
         self._workers = WorkerPool(
             max_workers=config.workers or config.concurrency, demote_after_s=config.demote_after_s
         )
-        self._specialist_cap = config.specialist_concurrency or max(1, config.concurrency // 2)
-        #: Per specialist: the slots it may still take, and its tasks fetched and waiting for one.
-        self._specialist_slots: dict[str, asyncio.Semaphore] = {}
-        #: Notified whenever a slot is given back: pulls waiting to fetch look again.
-        self._slot_freed = asyncio.Condition()
-        #: Slots only a specialist with nothing in flight may take: whatever the others do (two
-        #: hostile specialists at their cap each fill every slot), an idle one always gets in.
-        self._reserve = max(1, config.concurrency // 8) if config.concurrency > 2 else 0
-        self._waiting: dict[int, Msg] = {}
+        self._feed = TaskFeed(
+            js,
+            FeedConfig(
+                concurrency=config.concurrency,
+                specialist_cap=config.specialist_concurrency or max(1, config.concurrency // 2),
+                fetch_batch=config.fetch_batch,
+                heartbeat_s=config.layout.ack_wait_s / 3,
+            ),
+            handle=self._process,
+            long_running=self._record_running,
+        )
         self.catalog = Catalog(self.registry, executor, max_agents=config.max_loaded_agents)
         self._pulling: set[str] = set()
         self._instance_locks: dict[str, _InstanceLock] = {}
-        #: Tasks in flight: when each started, and whether `running` was recorded for it.
-        self._inflight: dict[int, _Inflight] = {}  # by id(msg): nats-py messages are not hashable
+        #: What each message in flight is running (task, version, attempt), by id(msg): for the
+        #: `running` record of a long invocation.
+        self._running: dict[int, tuple[Task, int, int]] = {}
         #: Instances cancelled with `dagr cancel` (followed from dagr.cancel.>), the latest
         #: MAX_CANCELLED of them; older ones are told apart by their journal when a task comes.
         self._cancelled: Lru[str, bool] = Lru(MAX_CANCELLED)
-        self._active = 0
-        self._idle = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
@@ -192,9 +191,9 @@ class Host:
                 self._group = group
                 group.create_task(self._follow_registry())
                 group.create_task(self._follow_cancellations())
-                group.create_task(self._heartbeat())
+                group.create_task(self._feed.heartbeat())
                 await self._stopping.wait()
-                await self._drain()
+                await self._feed.drain(self.config.drain_timeout_s)
                 raise _Stop
         except* _Stop:
             pass
@@ -206,14 +205,6 @@ class Host:
         """Stop fetching, let in-flight invocations finish, hand back the rest. Safe to call twice."""
         self._stopping.set()
         await self._stopped.wait()
-
-    async def _drain(self) -> None:
-        if self._active:
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout=self.config.drain_timeout_s)
-            except TimeoutError:
-                _log.warning("%d invocations still running after %.0f s; handing them back",
-                             self._active, self.config.drain_timeout_s)  # fmt: skip
 
     def prepared(self, digest: str) -> bool:
         """Whether the module ``digest`` is compiled and loaded on this host."""
@@ -242,7 +233,9 @@ class Host:
             self._group.create_task(self._prepare(spec))
         if spec.name not in self._pulling:
             self._pulling.add(spec.name)
-            self._group.create_task(self._pull(spec.name))
+            self._group.create_task(
+                self._feed.pull(spec.name, stopping=self._stopping, spawn=self._group.create_task)
+            )
 
     async def _prepare(self, spec: SpecialistVersion) -> None:
         try:
@@ -250,112 +243,15 @@ class Host:
         except Exception as exc:  # its tasks will retry the load, and say why they fail
             _log.warning("could not prepare %s version %d: %r", spec.name, spec.version, exc)
 
-    # -- pulling -----------------------------------------------------------------------------------
-
-    async def _pull(self, name: str) -> None:
-        while True:
-            try:
-                subscription = await self._js.pull_subscribe_bind(
-                    consumer_name(name), stream=tasks_stream(name)
-                )
-                break
-            except Exception as exc:
-                _log.warning("cannot pull tasks for %s yet (%r); again in 1 s", name, exc)
-                await asyncio.sleep(1.0)
-        assert self._group is not None
-        mine = self._specialist_slots.setdefault(name, asyncio.Semaphore(self._specialist_cap))
-        while not self._stopping.is_set():
-            # Wait until this specialist may take a slot, without holding one: an idle specialist's
-            # pull must not keep slots from a busy one while it waits for messages.
-            async with self._slot_freed:
-                await self._slot_freed.wait_for(lambda: self._fetchable(mine) > 0)
-            wanted = min(self.config.fetch_batch, self._fetchable(mine))
-            try:
-                messages = await subscription.fetch(wanted, timeout=1.0)
-            except (NatsTimeout, TimeoutError):
-                continue
-            except Exception as exc:  # connection trouble: back off, keep the loop alive
-                _log.warning("fetch for %s failed: %r", name, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for message in messages:  # the heartbeat keeps them alive while they wait
-                self._waiting[id(message)] = message
-            for index, message in enumerate(messages):
-                # Slots may have gone to other specialists meanwhile; a fetched task waits here for
-                # one, kept alive by the heartbeat, so it is not redelivered elsewhere meanwhile.
-                try:
-                    await mine.acquire()
-                    try:
-                        await self._slots.acquire()
-                    except BaseException:
-                        mine.release()
-                        raise
-                except asyncio.CancelledError:
-                    for waiting in messages[index:]:  # stopping: hand them back at once
-                        self._waiting.pop(id(waiting), None)
-                        await _quietly(waiting.nak())
-                    raise
-                self._waiting.pop(id(message), None)
-                self._group.create_task(self._handle(name, message, mine))
-        await subscription.unsubscribe()
-
-    def _fetchable(self, mine: asyncio.Semaphore) -> int:
-        """How many tasks a specialist (with slots ``mine``) may fetch now."""
-        free = min(self.config.concurrency - self._active - len(self._waiting), _free_slots(mine))
-        busy = _free_slots(mine) < self._specialist_cap
-        return free - self._reserve if busy else free
-
-    async def _handle(self, name: str, msg: Msg, mine: asyncio.Semaphore) -> None:
-        self._active += 1
-        self._idle.clear()
-        self._inflight[id(msg)] = _Inflight(msg=msg, started=time.monotonic())
-        try:
-            await self._process(name, msg)
-        except asyncio.CancelledError:
-            await _quietly(msg.nak())
-            raise
-        except Exception as exc:
-            # NATS trouble or a fault of ours, not the agent's: try again soon, and keep trying.
-            delay = min(0.25 * 2 ** (msg.metadata.num_delivered - 1), 8.0)
-            _log.warning("task on %s failed in the host (%r); retrying in %.1f s", name, exc, delay)
-            await _quietly(msg.nak(delay=delay))
-        finally:
-            self._inflight.pop(id(msg), None)
-            self._active -= 1
-            if not self._active:
-                self._idle.set()
-            self._slots.release()
-            mine.release()
-            async with self._slot_freed:
-                self._slot_freed.notify_all()
-
-    async def _heartbeat(self) -> None:
-        """One loop for every task in flight: progress to the server, so a short ack_wait only bites
-        dead hosts; and, for an invocation still running after a while, a `running` record.
-
-        Fast invocations never pay for either: that record alone was a stored message (an fsync)
-        per invocation when it was written up front (measured).
-        """
-        interval = self.config.layout.ack_wait_s / 3
-        while True:
-            await asyncio.sleep(interval)
-            for waiting in list(self._waiting.values()):
-                await _quietly(waiting.in_progress())
-            now = time.monotonic()
-            for inflight in list(self._inflight.values()):
-                if now - inflight.started < interval:
-                    continue
-                await _quietly(inflight.msg.in_progress())
-                if inflight.task is not None and not inflight.recorded:
-                    inflight.recorded = True
-                    task, version, attempt = inflight.task
-                    started_ms = int(time.time() * 1000 - (now - inflight.started) * 1000)
-                    await _quietly(self._record_running(task, version, attempt, started_ms))
-
-    async def _record_running(self, task: Task, version: int, attempt: int, started_ms: int) -> None:
+    async def _record_running(self, msg: Msg, running_for_s: float) -> None:
         """A `running` record for a long invocation, appended only over the record it was decided
         on: it must never land after the final record of this task (another host may have finished
         it meanwhile, as a frozen host comes back), or status and reply routing would read it."""
+        running_now = self._running.get(id(msg))
+        if running_now is None:
+            return  # not running yet (deciding) or done
+        task, version, attempt = running_now
+        started_ms = int(time.time() * 1000 - running_for_s * 1000)
         head = await self._journal_head(task.instance_id)
         if head is not None and head.record.updated_ms >= started_ms:
             return  # recorded since this invocation began (another host finished it?): only a hint
@@ -496,9 +392,16 @@ class Host:
     async def _invoke(
         self, name: str, msg: Msg, task: Task, spec: SpecialistVersion, agent: Any, attempt: int, now_ms: int
     ) -> None:
-        inflight = self._inflight.get(id(msg))
-        if inflight is not None:
-            inflight.task = (task, spec.version, attempt)  # for the heartbeat's `running` record
+        self._running[id(msg)] = (task, spec.version, attempt)  # for a `running` record
+        try:
+            await self._run_and_commit(msg, task, spec, agent, attempt, now_ms)
+        finally:
+            self._running.pop(id(msg), None)
+
+    async def _run_and_commit(
+        self, msg: Msg, task: Task, spec: SpecialistVersion, agent: Any, attempt: int, now_ms: int
+    ) -> None:
+        name = task.specialist
         loop = asyncio.get_running_loop()
         for _rerun in range(self.config.max_conflict_reruns + 1):
             view = KvStateView(self._reader, loop, instance=task.instance_id, specialist=name)
@@ -703,19 +606,6 @@ class Host:
         self.stats.dead += 1
 
 
-@dataclass(slots=True)
-class _Inflight:
-    msg: Msg
-    started: float
-    task: tuple[Task, int, int] | None = None
-    recorded: bool = False
-
-
-def _free_slots(semaphore: asyncio.Semaphore) -> int:
-    """Permits a semaphore can give right now."""
-    return max(semaphore._value, 0)
-
-
 class _InstanceLock:
     __slots__ = ("lock", "users")
 
@@ -726,10 +616,3 @@ class _InstanceLock:
 
 class _Stop(Exception):
     """Ends the host's task group once draining is done."""
-
-
-async def _quietly(action: Awaitable[Any]) -> None:
-    try:
-        await action
-    except Exception as exc:  # the connection may be gone; the server redelivers after ack_wait
-        _log.debug("ignored while handing a task back: %r", exc)
