@@ -11,11 +11,12 @@ import enum
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias, get_args
 
 from .policy import Capabilities, Limits
 
 __all__ = [
+    "LOG_LEVELS",
     "ChildReply",
     "Effect",
     "EmptyState",
@@ -23,6 +24,7 @@ __all__ = [
     "Event",
     "GuestError",
     "Invocation",
+    "LogLevel",
     "LogLine",
     "Message",
     "Outcome",
@@ -270,9 +272,13 @@ class GuestError:
         return f"{self.kind}: {self.message}"
 
 
+LogLevel = Literal["debug", "info", "warn", "error", "stdout", "stderr"]
+LOG_LEVELS: frozenset[str] = frozenset(get_args(LogLevel))
+
+
 @dataclass(frozen=True, slots=True)
 class LogLine:
-    level: Literal["debug", "info", "warn", "error", "stdout", "stderr"]
+    level: LogLevel
     message: str
 
 

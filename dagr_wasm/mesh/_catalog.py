@@ -98,6 +98,11 @@ class Catalog:
     def loaded(self, digest: str) -> bool:
         return digest in self._agents
 
+    @property
+    def loaded_count(self) -> int:
+        """Components held in memory now (at most ``max_agents``)."""
+        return len(self._agents)
+
     async def version(self, name: str, version: int | None) -> SpecialistVersion | None:
         """A specialist's pinned ``version`` (its current one for None), from memory or the registry."""
         if version is None:

@@ -59,7 +59,7 @@ from ._layout import (
     tree_subject,
     wake_subject,
 )
-from ._records import DeadLetter, InstanceState, Invocation, JournalRecord, LogLine, SpawnEdge
+from ._records import DeadLetter, InstanceState, InvocationLog, JournalRecord, SpawnEdge
 from ._state import KV_PREFIX, StateReader
 from ._tasks import Task, child_task_id, encode_inbox_entry, encode_task, reply_task_id, wake_task_id
 
@@ -161,9 +161,9 @@ def invocation_record(
     """The journal record of one invocation: its state, result, log lines and costs."""
     return replace(
         JournalRecord.of(ctx.task, version=ctx.version, state=state, attempt=ctx.attempt, now_ms=ctx.now_ms),
-        invocation=Invocation(
+        invocation=InvocationLog(
             host=ctx.host,
-            lines=tuple(LogLine(line.level, line.message) for line in outcome.logs),
+            lines=tuple(outcome.logs),
             dropped_bytes=outcome.log_bytes_dropped,
             fuel=outcome.fuel_used,
             wall_ms=round(outcome.wall_time_s * 1000, 3),

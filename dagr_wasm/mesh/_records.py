@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 
 from ..errors import RecordError
+from ..invocation import LOG_LEVELS, LogLine
 from ..payload import decode_map
 from ..policy import Grants, Limits
 
@@ -27,10 +28,9 @@ __all__ = [
     "DeadLetter",
     "InstanceResult",
     "InstanceState",
-    "Invocation",
+    "InvocationLog",
     "JournalRecord",
     "Lineage",
-    "LogLine",
     "SpawnEdge",
     "TreeNode",
 ]
@@ -86,14 +86,8 @@ class Lineage:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    level: str
-    message: str
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Invocation:
+class InvocationLog:
     """What one invocation cost and logged; only records that end an invocation carry it."""
 
     host: str = ""
@@ -116,7 +110,7 @@ class JournalRecord:
     attempt: int
     updated_ms: int
     lineage: Lineage
-    invocation: Invocation | None = None
+    invocation: InvocationLog | None = None
     #: The result, on a record that ends the instance.
     ok: bytes | None = None
     error: str | None = None
@@ -204,9 +198,9 @@ class JournalRecord:
         try:
             lines = doc.get("lines")
             invocation = (
-                Invocation(
+                InvocationLog(
                     host=_opt(doc, "host", str) or "",
-                    lines=tuple(LogLine(str(level), str(message)) for level, message in lines),
+                    lines=tuple(_log_line(level, message) for level, message in lines),
                     dropped_bytes=int(doc.get("dropped_bytes") or 0),
                     fuel=_opt(doc, "fuel", int),
                     wall_ms=_opt(doc, "wall_ms", (int, float)),
@@ -363,6 +357,12 @@ class TreeNode:
     def to_doc(self) -> dict[str, Any]:
         base = self.record.to_doc() if self.record else {"id": self.id, "state": "unknown"}
         return {**base, "children": [child.to_doc() for child in self.children]}
+
+
+def _log_line(level: Any, message: Any) -> LogLine:
+    if level not in LOG_LEVELS or not isinstance(message, str):
+        raise ValueError(f"a log line must be [level, text], got [{level!r}, {type(message).__name__}]")
+    return LogLine(level, message)
 
 
 def _map(data: bytes | None, what: str) -> dict[str, Any]:

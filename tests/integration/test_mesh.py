@@ -200,3 +200,25 @@ async def test_a_large_result_travels_through_the_commit(
     text = "x" * 200_000  # the echo result is just under the 256 KiB max_result_bytes
     instance = await mesh.spawn("echo", text)
     assert await result_value(mesh, instance) == {"echo": text}
+
+
+async def test_a_host_holds_a_bounded_number_of_components_and_still_serves_every_specialist(
+    mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
+) -> None:
+    """Defect 7 of issue 8: the per-specialist caches grew without bound. Five modules through a
+    host that may hold two: each is served, and no more than two stay loaded."""
+    host = await run_host(nats_server.url, max_loaded_agents=2)
+    names = []
+    for i in range(5):
+        name = f"bounded{i}-{uuid.uuid4().hex[:6]}"
+        # Distinct memory sizes make distinct modules (distinct digests).
+        await mesh.deploy(
+            Manifest(name=name), watkit.component("(call $ok (local.get $p1) (local.get $p2))", pages=i + 1)
+        )
+        names.append(name)
+    for round_ in range(2):
+        for name in names:
+            instance = await mesh.spawn(name, f"{name} {round_}")
+            result = await mesh.result(instance, wait=True, timeout_s=60)
+            assert result is not None and result.ok == f"{name} {round_}".encode(), result
+            assert host.catalog.loaded_count <= 2

@@ -75,3 +75,15 @@ def test_other_errors_are_retried_with_backoff_until_the_last_attempt() -> None:
         Retry(8.0),
         None,
     ]
+
+
+def test_the_hosts_caches_keep_the_most_recently_used_within_their_bound() -> None:
+    from dagr_wasm.mesh._catalog import Lru
+
+    cache: Lru[str, int] = Lru(3)
+    for i in range(10_000):
+        cache.put(f"k{i}", i)
+        if i % 2 == 0:
+            assert cache.get("k0") == 0  # used again and again: kept
+    assert len(cache) == 3
+    assert "k0" in cache and "k9999" in cache and "k5000" not in cache

@@ -9,13 +9,13 @@ import cbor2
 import pytest
 
 from dagr_wasm.errors import RecordError
+from dagr_wasm.invocation import LogLine
 from dagr_wasm.mesh import (
     DeadLetter,
     InstanceState,
-    Invocation,
+    InvocationLog,
     JournalRecord,
     Lineage,
-    LogLine,
     SpawnEdge,
 )
 from dagr_wasm.mesh._tasks import Task, wake_from_record
@@ -54,7 +54,7 @@ def record(state: InstanceState, **fields: object) -> JournalRecord:
         record(
             InstanceState.FINISHED,
             ok=b"\xa1aa\x01",
-            invocation=Invocation(host="h1", lines=(LogLine("info", "hi"),), fuel=12, wall_ms=0.5),
+            invocation=InvocationLog(host="h1", lines=(LogLine("info", "hi"),), fuel=12, wall_ms=0.5),
         ),
         record(InstanceState.SUSPENDED, wake_at_ms=1_800_000_000_000, wake_task="w1", resume_context="go on"),
         record(InstanceState.DEAD, error="gave up: trap"),
