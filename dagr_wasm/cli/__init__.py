@@ -28,6 +28,7 @@ from ._admin import (
     watch_command,
 )
 from ._demo import demo_command
+from ._dev import dev_command
 from ._local import build_command, run_command
 from ._mesh import deploy_command, host_command, spawn_command, up_command
 from ._render import err_console, error_json, inert, print_json
@@ -59,6 +60,7 @@ def _root(
 
 
 app.command("demo")(demo_command)
+app.command("dev")(dev_command)
 app.command("build")(build_command)
 app.command("run")(run_command)
 app.command("up")(up_command)
