@@ -452,17 +452,27 @@ def test_orchestrator_keeps_a_reply_event_and_returns_the_report_after_it(
     assert any("late reply" in line.message for line in late.logs)
 
 
-@pytest.mark.parametrize(
-    ("event", "words"),
-    [
-        (Wake("aggregate"), "start the orchestrator first"),
-        (Wake("something else"), "unexpected resume context 'something else'"),
-    ],
-)
-def test_orchestrator_fails_clearly_on_a_wake_it_cannot_use(
-    sandbox: Sandbox, demo: dict[str, AgentComponent], event: Event, words: str
+@pytest.mark.parametrize("event", [Wake("aggregate"), Wake("Check for stock analyst results")])
+def test_orchestrator_fails_clearly_on_a_wake_before_any_start(
+    sandbox: Sandbox, demo: dict[str, AgentComponent], event: Event
 ) -> None:
     outcome = invoke(sandbox, demo, "orchestrator", event)
     assert outcome.status is Status.FAILED
     assert outcome.failure is not None
-    assert words in outcome.failure
+    assert "start the orchestrator first" in outcome.failure
+
+
+def test_orchestrator_moved_by_the_original_suspend_command_aggregates(
+    sandbox: Sandbox, demo: dict[str, AgentComponent]
+) -> None:
+    """`dagr suspend --resume-context "Check for stock analyst results"` (the original DAgR's
+    example) on a waiting orchestrator: it wakes with that context and reports, not fails."""
+    _, spawns, state = start(sandbox, demo, "GME TSLA")
+    inbox = analyst_replies(sandbox, demo, spawns)
+    outcome = invoke(
+        sandbox, demo, "orchestrator", Wake("Check for stock analyst results"), state=state, inbox=inbox
+    )
+    assert outcome.status is Status.OK, outcome.failure
+    report = value(outcome)
+    assert published(outcome) == [report]
+    assert [row["ticker"] for row in report["rows"]] == ["GME", "TSLA"]
