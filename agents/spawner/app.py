@@ -9,6 +9,8 @@ Options, for the fault-injection tests of replies that arrive as events:
 - ``child=sleeper:S``: the children are sleepers that reply S seconds after they start;
 - ``busy=S``: the wake waits S seconds before collecting, and suspends again for 60 s if not every
   child has replied (so a reply comes as an event while it runs);
+- ``wait=all``: the wake suspends again (1 s) until every child has replied, however late (the
+  swarm test under host kills: a child's task held by a killed host comes back seconds later);
 - a reply that comes as an event is stored; once every child has replied the instance returns.
 """
 
@@ -42,6 +44,7 @@ class Spawner(dagr.Agent):
             children = [ctx.spawn("echo", f"child {i}") for i in range(n)]
         ctx.state.put("children", children)
         ctx.state.put("busy", float(options.get("busy", 0)))
+        ctx.state.put("wait_all", options.get("wait") == "all")
         ctx.log.info(f"spawned {n} {kind} children: {', '.join(children)}")
         ctx.suspend(after=2 if not options.get("busy") else 0.5, resume_context="collect")
 
@@ -58,6 +61,12 @@ class Spawner(dagr.Agent):
             if not reply.ok:
                 ctx.log.warn(f"child {reply.child_id} failed: {reply.error}")
         ctx.log.info(f"collected {len(replies)} of {len(children)} replies")
+        if ctx.state.get("wait_all", False):
+            collected = ctx.state.get("collected", {}) | {r.child_id: r.value for r in replies}
+            ctx.state.put("collected", collected)
+            if len(collected) < len(children):
+                ctx.suspend(after=1, resume_context="collect")
+            return {"children": children, "replies": [collected[c] for c in children]}
         if busy and len(replies) < len(children):
             ctx.state.put("collected", {r.child_id: r.value for r in replies})
             ctx.suspend(after=60, resume_context="collect")
@@ -69,7 +78,7 @@ class Spawner(dagr.Agent):
         ctx.state.put("collected", collected)
         children: list[str] = ctx.state.get("children", [])
         if len(collected) < len(children):
-            ctx.suspend(after=60, resume_context="collect")
+            ctx.suspend(after=1 if ctx.state.get("wait_all", False) else 60, resume_context="collect")
         return {"children": children, "replies": [collected[c] for c in children], "as_events": True}
 
 

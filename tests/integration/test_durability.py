@@ -6,6 +6,8 @@ holds afterwards: exact counts, each reply exactly once, each wake exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from pathlib import Path
 
@@ -144,3 +146,54 @@ async def test_r3_cluster_survives_the_stream_leader_being_killed_under_load(
             assert reply_counts(await messages(mesh, "DAGR_AGENTS", replies)) == list(range(1, 301))
         for host in hosts:
             host.kill()
+
+
+async def test_a_swarm_loses_and_duplicates_nothing_while_hosts_are_killed_at_random(
+    mesh: Mesh, nats_server: EmbeddedServer, host_process: StartHostProcess
+) -> None:
+    """Parents fan out to children, wait, collect and report while hosts are SIGKILLed and replaced
+    at random moments (seeded, so a failure can be replayed). Checked from the data: every parent's
+    report is published exactly once with every child's answer, and every instance's journal holds
+    exactly one final record."""
+    rng = random.Random(20261203)
+    hosts = [host_process(nats_server.url, concurrency=4) for _ in range(3)]
+    run = uuid.uuid4().hex[:8]
+    parents: dict[str, str] = {}
+
+    async def spawn_parent() -> None:
+        subject = f"agents.main.swarm.{run}.{len(parents)}"
+        parents[await mesh.spawn("spawner", "4 wait=all", reply_to=subject)] = subject
+
+    # Waves of parents, and a kill between waves: kills land while the swarm is at work.
+    for _wave in range(8):
+        for _ in range(2):
+            await spawn_parent()
+        await asyncio.sleep(rng.uniform(0.3, 1.5))
+        victim = rng.randrange(len(hosts))
+        hosts[victim].kill()  # SIGKILL: whatever it was doing, mid-invocation or mid-commit
+        hosts[victim] = host_process(nats_server.url, concurrency=4)
+
+    async def all_reported() -> bool:
+        return all([await stored(mesh, "DAGR_AGENTS", s) >= 1 for s in parents.values()])
+
+    await eventually(all_reported, timeout_s=300, what="every parent's report")
+    await asyncio.sleep(2)  # anything duplicated would be stored by now
+
+    for parent, subject in parents.items():
+        published = await messages(mesh, "DAGR_AGENTS", subject)
+        assert len(published) == 1, f"{parent} reported {len(published)} times"
+        envelope = cbor2.loads(published[0])
+        assert envelope["error"] is None, envelope
+        report = cbor2.loads(envelope["ok"])
+        assert report["replies"] == [{"echo": f"child {i}"} for i in range(4)]
+        assert len(set(report["children"])) == 4
+        for instance in (parent, *report["children"]):
+            journal = [
+                cbor2.loads(m) for m in await messages(mesh, "DAGR_INSTANCES", f"dagr.inst.{instance}")
+            ]
+            finals = [r for r in journal if r["state"] in ("finished", "failed", "dead")]
+            assert [r["state"] for r in finals] == ["finished"], (instance, [r["state"] for r in journal])
+        children_state = await mesh.js.get_msg(
+            "KV_dagr-state", subject=f"$KV.dagr-state.i.{parent}.children", direct=True
+        )
+        assert cbor2.loads(children_state.data or b"") == report["children"]
