@@ -86,8 +86,8 @@ from dagr_wasm.mesh._layout import (  # noqa: E402
     INSTANCES_STREAM,
     SCHEDULES_STREAM,
     consumer_name,
+    task_subject,
     tasks_stream,
-    topic,
 )
 from dagr_wasm.mesh._tasks import TASK_HEADER, Task, encode_task, new_instance_id  # noqa: E402
 from dagr_wasm.paths import compiled_cache_dir  # noqa: E402
@@ -342,7 +342,7 @@ async def spawn_many(
             created_ms=now_ms,
         )
         await js.publish_async(
-            topic(spec), encode_task(task), headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id}
+            task_subject(spec), encode_task(task), headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id}
         )
         ids.append(instance)
     await js.publish_async_completed()
@@ -511,7 +511,7 @@ async def measure_latency(mesh: Mesh, agent: str, version: int, rate: float, sec
         )
         sent[instance] = time.perf_counter()
         await js.publish_async(
-            topic(agent), encode_task(task), headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id}
+            task_subject(agent), encode_task(task), headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id}
         )
     await js.publish_async_completed()
     with contextlib.suppress(TimeoutError):

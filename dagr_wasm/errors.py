@@ -12,7 +12,8 @@ The type decides the fate of the failure::
     │   ├── PayloadError           a payload, context or state file that cannot be used
     │   ├── NotFoundError          a specialist, instance or file that does not exist
     │   ├── NotDeployed            a specialist registered without a module
-    │   └── InstanceStateError     an action the instance's state does not allow (cancel a finished one)
+    │   ├── InstanceStateError     an action the instance's state does not allow (cancel a finished one)
+    │   └── PermissionDenied       the credentials' role may not do this (the server refused it)
     └── RuntimeFailure             the runtime could not do its job: exit code 1, safe to retry
         ├── ServerError            the embedded nats-server would not start or stop
         ├── ConnectionFailure      NATS is unreachable or refused us
@@ -40,6 +41,7 @@ __all__ = [
     "NotDeployed",
     "NotFoundError",
     "PayloadError",
+    "PermissionDenied",
     "RecordError",
     "RuntimeFailure",
     "ServerError",
@@ -140,6 +142,18 @@ class InstanceStateError(UsageError):
         super().__init__(f"cannot {action} instance {instance}: it is {state}.{tail}")
 
 
+class PermissionDenied(UsageError):
+    """The credentials' role may not do this (the server refused it); nothing was changed."""
+
+    def __init__(self, violation: str) -> None:
+        self.violation = violation
+        super().__init__(
+            f"NATS refused this for these credentials ({violation.removeprefix('nats: ')}). "
+            "Their role may not do it: an admin's credentials can (`dagr up` keeps them in its data "
+            "dir, credentials/admin.nk; pass --creds)."
+        )
+
+
 class RuntimeFailure(DagrError):
     """The runtime could not do its job; the input may be fine. Usually worth retrying."""
 
@@ -164,13 +178,17 @@ class ServerError(RuntimeFailure):
 class ConnectionFailure(RuntimeFailure):
     """NATS could not be reached or refused the connection."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, *, refused: bool = False) -> None:
         self.url = url
         self.reason = reason
-        super().__init__(
-            f"cannot reach NATS at {url}: {reason}. Start one with `dagr up`, or point --nats / NATS_URL "
-            "at a running server."
-        )
+        self.refused = refused
+        if refused:
+            super().__init__(f"NATS at {url} refused the connection: {reason}.")
+        else:
+            super().__init__(
+                f"cannot reach NATS at {url}: {reason}. Start one with `dagr up`, or point --nats / "
+                "NATS_URL at a running server."
+            )
 
 
 class MeshFailure(RuntimeFailure):

@@ -18,6 +18,11 @@ def data_dir() -> Path:
     return Path(override) if override else Path(platformdirs.user_data_dir("dagr"))
 
 
+def credentials_dir(data: Path | None = None) -> Path:
+    """Where `dagr up` keeps each role's nkey (``<role>.nk``) and where the CLI looks for them."""
+    return (data if data is not None else data_dir()).expanduser() / "credentials"
+
+
 def cache_dir() -> Path:
     override = os.environ.get("DAGR_CACHE_DIR")
     return Path(override) if override else Path(platformdirs.user_cache_dir("dagr"))

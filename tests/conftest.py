@@ -26,6 +26,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from dagr_wasm.build import build_agent
+from dagr_wasm.mesh import Role
 from dagr_wasm.mesh._server import EmbeddedServer, ServerConfig
 from dagr_wasm.paths import compiled_cache_dir
 from dagr_wasm.sandbox import Sandbox
@@ -35,8 +36,11 @@ NatsConnect = Callable[..., Awaitable[NATS]]
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """One nats-server with JetStream for the session; durable settings, as `dagr up` runs it."""
-    with EmbeddedServer(config=ServerConfig(store_dir=tmp_path_factory.mktemp("nats"))) as server:
+    """One nats-server with JetStream for the session; durable settings and authorization on, as
+    `dagr up` runs it (clients connect with ``nats_server.options(role)``)."""
+    root = tmp_path_factory.mktemp("nats")
+    config = ServerConfig(store_dir=root / "store", credentials_dir=root / "credentials")
+    with EmbeddedServer(config=config) as server:
         yield server
 
 
@@ -71,8 +75,10 @@ async def nats_connect() -> AsyncIterator[NatsConnect]:
 
 @pytest.fixture
 async def nats_client(nats_server: EmbeddedServer, nats_connect: NatsConnect) -> NATS:
-    """A client of the session's ``nats_server``."""
-    return await nats_connect(nats_server.url)
+    """A client of the session's ``nats_server``, as its admin."""
+    credentials = nats_server.credentials
+    assert credentials is not None
+    return await nats_connect(nats_server.url, nkeys_seed=str(credentials.seed_file(Role.ADMIN)))
 
 
 @pytest.fixture(scope="session")

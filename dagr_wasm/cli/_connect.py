@@ -19,11 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast, get_type_hints
+from urllib.parse import urlsplit
 
 import typer
 
 from ..errors import UsageError
-from ..mesh import ConnectOptions
+from ..mesh import ConnectOptions, Role
+from ..paths import credentials_dir
 
 __all__ = ["EMBEDDED_URL", "Connection", "nats_context", "with_connection"]
 
@@ -38,7 +40,13 @@ NatsUrl = Annotated[
     ),
 ]
 NatsCreds = Annotated[
-    Path | None, typer.Option("--creds", envvar="NATS_CREDS", help="NATS credentials file (JWT + nkey seed).")
+    Path | None,
+    typer.Option(
+        "--creds",
+        envvar="NATS_CREDS",
+        help="Credentials: a role's nkey seed from `dagr up` (<role>.nk) or a NATS .creds file. "
+        "Default on this machine: dagr up's own (admin for commands, host for hosts).",
+    ),
 ]
 TlsCa = Annotated[
     Path | None, typer.Option("--tls-ca", envvar="NATS_CA", help="CA certificate to verify the server.")
@@ -94,10 +102,20 @@ class Connection:
         if (cert is None) != (key is None):
             raise UsageError("--tls-cert and --tls-key go together: give both for mutual TLS, or neither")
         servers = tuple(u.strip() for u in (url or EMBEDDED_URL).split(",") if u.strip())
+        role = Role.HOST if for_host else Role.ADMIN
+        if creds is None and all(_is_local(server) for server in servers):
+            # `dagr up` on this machine: its credentials are in the data dir.
+            found = credentials_dir() / f"{role.value}.nk"
+            creds = found if found.is_file() else None
+        seed = creds is not None and _is_nkey_seed(creds)
+        if creds is not None and creds.stem in Role.__members__.values():
+            role = Role(creds.stem)  # `dagr up`'s files are named for their role
         return ConnectOptions(
             servers=servers,
             name=f"dagr-{'host' if for_host else 'cli'}@{socket.gethostname()}",
-            creds_file=str(creds) if creds else None,
+            creds_file=str(creds) if creds and not seed else None,
+            nkey_seed_file=str(creds) if creds and seed else None,
+            role=role,
             tls_ca=str(ca) if ca else None,
             tls_cert=str(cert) if cert else None,
             tls_key=str(key) if key else None,
@@ -105,6 +123,19 @@ class Connection:
             max_reconnect_attempts=-1 if for_host else 2,
             connect_timeout_s=3.0,
         )
+
+
+def _is_local(url: str) -> bool:
+    host = urlsplit(url if "://" in url else f"nats://{url}").hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _is_nkey_seed(path: Path) -> bool:
+    """A user nkey seed (``SU...``, one line) rather than a .creds file (JWT + seed)."""
+    try:
+        return path.read_bytes().strip().startswith(b"SU") and b"\n" not in path.read_bytes().strip()
+    except OSError:
+        return False
 
 
 def _path(value: str | None) -> Path | None:

@@ -24,8 +24,8 @@ from rich.text import Text
 
 from ..deploy import Deployable, prepare
 from ..errors import ConnectionFailure, RuntimeFailure
-from ..mesh import EmbeddedServer, InstanceState, Mesh, ServerConfig, default_store_dir
-from ..paths import source_root
+from ..mesh import ConnectOptions, EmbeddedServer, InstanceState, Mesh, Role, ServerConfig, default_store_dir
+from ..paths import credentials_dir, source_root
 from ..payload import decode_map
 from ._connect import Connection
 from ._mesh import serve_host
@@ -68,18 +68,22 @@ def demo_command(
     url = _running_default(port)
     if url is None:
         server = EmbeddedServer(
-            config=ServerConfig(store_dir=default_store_dir(data_dir), port=port, monitor_port=0)
+            config=ServerConfig(
+                store_dir=default_store_dir(data_dir),
+                port=port,
+                monitor_port=0,
+                credentials_dir=credentials_dir(data_dir),
+            )
         )
         server.start()
-        url = server.url
-        _say(json_out, f"[green]nats-server[/green] {url} (JetStream in {server.store_dir})")
+        admin, host = server.options(Role.ADMIN), server.options(Role.HOST)
+        _say(json_out, f"[green]nats-server[/green] {server.url} (JetStream in {server.store_dir})")
     else:
+        admin, host = Connection(url).options(), Connection(url).options(for_host=True)
         _say(json_out, f"[green]using the running nats-server[/green] {url}")
     try:
         wasm = _build_and_check(agents_dir, quiet=json_out)
-        outcome = asyncio.run(
-            _run(url, agents_dir, wasm, tickers=tickers, timeout_s=timeout, json_out=json_out)
-        )
+        outcome = asyncio.run(_run(admin, host, wasm, tickers=tickers, timeout_s=timeout, json_out=json_out))
     finally:
         if server is not None:
             server.stop()
@@ -133,9 +137,16 @@ def _build_and_check(agents_dir: Path, *, quiet: bool) -> dict[str, Deployable]:
 
 
 async def _run(
-    url: str, agents_dir: Path, wasm: dict[str, Deployable], *, tickers: str, timeout_s: float, json_out: bool
+    admin: ConnectOptions,
+    host_options: ConnectOptions,
+    wasm: dict[str, Deployable],
+    *,
+    tickers: str,
+    timeout_s: float,
+    json_out: bool,
 ) -> dict[str, Any]:
-    async with await Mesh.connect(Connection(url).options()) as mesh:
+    async with await Mesh.connect(admin) as mesh, await Mesh.connect(host_options) as host_mesh:
+        await mesh.ensure_layout()
         for name in AGENTS:
             version = await mesh.deploy(wasm[name].manifest, wasm[name].wasm)
             _say(json_out, f"[green]deployed[/green] {name} version {version.version}")
@@ -150,7 +161,7 @@ async def _run(
         stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as group:
-                host = group.create_task(serve_host(mesh, concurrency=8, stop=stop, quiet=True))
+                host = group.create_task(serve_host(host_mesh, concurrency=8, stop=stop, quiet=True))
                 try:
                     root = await mesh.spawn("orchestrator", tickers)
                     report = await _watch(mesh, root, reports, timeout_s=timeout_s, live=not json_out)

@@ -24,8 +24,7 @@ from rich.text import Text
 from ..build import source_digest
 from ..deploy import Deployable, prepare
 from ..errors import DagrError, PayloadError
-from ..mesh import EmbeddedServer, InstanceState, JournalRecord, Mesh, ServerConfig, TreeNode
-from ._connect import Connection
+from ..mesh import EmbeddedServer, InstanceState, JournalRecord, Mesh, Role, ServerConfig, TreeNode
 from ._mesh import serve_host
 from ._render import err_console, inert, log_record_view, record_json, stdout_console, tree_view
 
@@ -71,13 +70,20 @@ def dev_command(
     # SIGTERM stops the loop like Ctrl-C does, so the server below is stopped and its store removed.
     signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="dagr-dev-") as store:
-        server = EmbeddedServer(config=ServerConfig(store_dir=Path(store), port=0, monitor_port=0))
+        server = EmbeddedServer(
+            config=ServerConfig(
+                store_dir=Path(store) / "nats",
+                port=0,
+                monitor_port=0,
+                credentials_dir=Path(store) / "credentials",
+            )
+        )
         server.start()
         ended: InstanceState | None = None
         try:
             with contextlib.suppress(KeyboardInterrupt):
                 ended = asyncio.run(
-                    _loop(server.url, agents, start=start, context=context, once=once,
+                    _loop(server, agents, start=start, context=context, once=once,
                           concurrency=concurrency, json_out=json_out)
                 )  # fmt: skip
         finally:
@@ -91,7 +97,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 async def _loop(
-    url: str,
+    server: EmbeddedServer,
     agents: list[_Agent],
     *,
     start: str | None,
@@ -101,7 +107,10 @@ async def _loop(
     json_out: bool,
 ) -> InstanceState | None:
     view = _View(json_out)
-    async with await Mesh.connect(Connection(url).options()) as mesh:
+    async with (
+        await Mesh.connect(server.options(Role.ADMIN)) as mesh,
+        await Mesh.connect(server.options(Role.HOST)) as host,
+    ):
         await mesh.ensure_layout()
         # The first build must work: there is nothing to run otherwise (exit 2, with the reason).
         for agent in agents:
@@ -109,7 +118,7 @@ async def _loop(
         root_name = start or agents[0].name
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:
-            group.create_task(serve_host(mesh, concurrency=concurrency, stop=stop, quiet=True))
+            group.create_task(serve_host(host, concurrency=concurrency, stop=stop, quiet=True))
             follower = group.create_task(_follow(mesh, view))
             try:
                 while True:

@@ -12,14 +12,15 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from ..deploy import prepare
-from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, ServerConfig, default_store_dir
-from ..paths import compiled_cache_dir
+from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, Role, ServerConfig, default_store_dir
+from ..paths import compiled_cache_dir, credentials_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
 from ._render import JsonFlag, err_console, print_json, stdout_console, warn_broad_grants
@@ -109,14 +110,32 @@ def up_command(
             "--no-sync", help="Do not fsync before acking (faster; an acked write can be lost on power loss)."
         ),
     ] = False,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Run the server without authorization: anyone who reaches the port can read every "
+            "agent's state, forge tasks, cancel instances and rewrite the registry. Experiments only.",
+        ),
+    ] = False,
 ) -> None:
     """Start an embedded nats-server (JetStream) and a host, in the foreground. Ctrl-C stops both; data stays.
+
+    The server only accepts the roles' credentials (nkeys it makes in the data dir's credentials/:
+    admin, host, submitter); the CLI and hosts on this machine find them.
 
     Example: dagr up
     """
     store = default_store_dir(data_dir)
+    credentials = None if insecure_no_auth else credentials_dir(data_dir)
     server = EmbeddedServer(
-        config=ServerConfig(store_dir=store, port=port, monitor_port=monitor_port, sync_always=not no_sync)
+        config=ServerConfig(
+            store_dir=store,
+            port=port,
+            monitor_port=monitor_port,
+            sync_always=not no_sync,
+            credentials_dir=credentials,
+        )
     )
     server.start()
     try:
@@ -124,13 +143,28 @@ def up_command(
             f"[green]nats-server[/green] {server.url} (JetStream in {store}"
             f"{', fsync off' if no_sync else ''}); monitoring {server.monitor_url}"
         )
+        if credentials is None:
+            err_console.print(
+                "[bold red]no authorization[/bold red]: anyone who reaches the port can read every "
+                "agent's state, forge tasks, cancel instances and rewrite the registry"
+            )
+        else:
+            hint = "" if data_dir is None else f" (set DAGR_DATA_DIR={data_dir} for the CLI to find them)"
+            err_console.print(f"[green]credentials[/green] admin, host, submitter in {credentials}{hint}")
 
         async def main() -> None:
             stop = asyncio.Event()
             _stop_on_signals(stop)
-            mesh = await Mesh.connect(Connection(server.url).options(for_host=True))
+            async with await Mesh.connect(server.options(Role.ADMIN)) as admin:
+                await admin.ensure_layout()
+            mesh = await Mesh.connect(
+                replace(
+                    server.options(Role.HOST),
+                    max_reconnect_attempts=-1,
+                    name=f"dagr-host@{socket.gethostname()}",
+                )
+            )
             try:
-                await mesh.ensure_layout()
                 err_console.print(f"[green]host[/green] running {concurrency} slots. Ctrl-C to stop.")
                 await serve_host(mesh, concurrency=concurrency, stop=stop)
             finally:

@@ -5,6 +5,7 @@
 sandbox, given by whoever composes the two) and commits the outcomes exactly once.
 """
 
+from ._auth import Credentials, Role
 from ._client import ConnectOptions, Mesh, connect_nats
 from ._host import Executor, Host, HostConfig, HostStats
 from ._layout import LAYOUT_VERSION, Layout, ensure_layout
@@ -24,6 +25,7 @@ from ._server import EmbeddedServer, ServerConfig, default_store_dir, find_nats_
 __all__ = [
     "LAYOUT_VERSION",
     "ConnectOptions",
+    "Credentials",
     "DeadLetter",
     "EmbeddedServer",
     "Executor",
@@ -38,6 +40,7 @@ __all__ = [
     "Lineage",
     "Mesh",
     "Registry",
+    "Role",
     "ServerConfig",
     "SpawnEdge",
     "SpecialistVersion",

@@ -17,7 +17,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.errors import NoServersError
+from nats.errors import AuthorizationError, NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
@@ -33,7 +33,14 @@ from ..errors import (
 )
 from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
-from ..policy import WakeRefused, is_valid_subject, is_valid_subject_pattern, resolve_wake
+from ..policy import (
+    WakeRefused,
+    is_reserved_subject,
+    is_valid_subject,
+    is_valid_subject_pattern,
+    resolve_wake,
+)
+from ._auth import Role
 from ._commit import iso_at
 from ._layout import (
     DEAD_STREAM,
@@ -46,14 +53,25 @@ from ._layout import (
     record_subject,
     sched_subject,
     specialist_key,
+    task_subject,
+    tasks_stream,
     topic,
     wake_subject,
 )
-from ._nats_errors import nats_seam, nats_seam_iter
+from ._nats_errors import Violations, nats_seam, nats_seam_iter
 from ._records import DeadLetter, InstanceResult, InstanceState, JournalRecord, SpawnEdge, TreeNode
 from ._registry import Registry, SpecialistVersion
 from ._state import StateReader
-from ._tasks import TASK_HEADER, Task, decode_task, encode_task, new_instance_id, wake_from_record
+from ._tasks import (
+    TASK_HEADER,
+    Task,
+    decode_task,
+    encode_start_request,
+    encode_task,
+    new_instance_id,
+    start_request,
+    wake_from_record,
+)
 
 __all__ = ["ConnectOptions", "Mesh", "connect_nats"]
 
@@ -66,7 +84,13 @@ class ConnectOptions:
 
     servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
     name: str = "dagr"
+    #: A NATS ``.creds`` file (JWT + seed, for operator-mode deployments).
     creds_file: str | None = None
+    #: An nkey seed file (``<role>.nk``), as `dagr up` makes them.
+    nkey_seed_file: str | None = None
+    #: The role these credentials give: what the client may do decides how it does some things
+    #: (a submitter starts instances by a start request; an admin writes the queued record itself).
+    role: Role = Role.ADMIN
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -87,6 +111,8 @@ async def connect_nats(options: ConnectOptions) -> NATS:
     }
     if options.creds_file:
         kwargs["user_credentials"] = options.creds_file
+    if options.nkey_seed_file:
+        kwargs["nkeys_seed"] = options.nkey_seed_file
     if options.tls_ca or options.tls_cert:
         import ssl
 
@@ -96,32 +122,56 @@ async def connect_nats(options: ConnectOptions) -> NATS:
         kwargs["tls"] = context
     url = ", ".join(options.servers)
 
+    violations = Violations()
+    refused: list[str] = []
+
     async def on_error(exc: Exception) -> None:
         # nats-py's default prints a traceback for every failed (re)connect attempt; a refused
         # first connect is reported below as one clear error, and reconnects are routine.
         _log.debug("nats (%s): %r", url, exc)
+        if "permissions violation" in str(exc).lower():
+            violations.note(str(exc))
+        if isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower():
+            refused.append(str(exc))
 
     kwargs["error_cb"] = on_error
     try:
-        return await nats.connect(**kwargs)
+        client = await nats.connect(**kwargs)
     except (NoServersError, OSError, NatsTimeout, TimeoutError) as exc:
+        if refused:
+            given = (
+                "these credentials"
+                if options.nkey_seed_file or options.creds_file
+                else "a client without credentials"
+            )
+            raise ConnectionFailure(
+                url,
+                f"it does not accept {given} (authorization violation). `dagr up` keeps each role's "
+                "credentials in its data dir (credentials/<role>.nk; the CLI and hosts on the same "
+                "machine find them): pass one with --creds",
+                refused=True,
+            ) from None
         raise ConnectionFailure(url, str(exc) or type(exc).__name__) from None
     except Exception as exc:  # auth errors and friends come as assorted nats-py types
         raise ConnectionFailure(url, f"{type(exc).__name__}: {exc}") from None
+    violations.attach(client)
+    return client
 
 
 class Mesh:
     """Client operations on a deployment. ``async with await Mesh.connect(...)`` closes it."""
 
-    def __init__(self, nc: NATS, *, layout: Layout | None = None) -> None:
+    def __init__(self, nc: NATS, *, layout: Layout | None = None, role: Role = Role.ADMIN) -> None:
         self.nc = nc
+        #: What the connection's credentials allow (see ``_auth.py``); decides how ``spawn`` starts.
+        self.role = role
         self.js: JetStreamContext = nc.jetstream()
         self.layout = layout or Layout()
         self.registry = Registry(self.js, layout=self.layout)
 
     @classmethod
     async def connect(cls, options: ConnectOptions, *, layout: Layout | None = None) -> Mesh:
-        return cls(await connect_nats(options), layout=layout)
+        return cls(await connect_nats(options), layout=layout, role=options.role)
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -157,14 +207,32 @@ class Mesh:
         reply_to: str | None = None,
         instance_id: str | None = None,
     ) -> str:
-        """Start a new instance of ``specialist``; returns its id. The specialist must exist."""
+        """Start a new instance of ``specialist``; returns its id. The specialist must exist.
+
+        An admin writes the instance's task (on ``dagr.task.<s>``, which hosts trust) and its
+        `queued` record itself. A submitter may not: it publishes a start request on the topic, and
+        the instance's id derives from where the server stored it (known from the publish ack).
+        """
         spec = await self._deployed(specialist)
-        if reply_to is not None and not is_valid_subject(reply_to):
+        if reply_to is not None and not (is_valid_subject(reply_to) and not is_reserved_subject(reply_to)):
             raise PayloadError(
                 f"--reply-to {reply_to!r}",
-                "not a valid NATS subject",
-                hint="Use dot-separated tokens without spaces or wildcards, e.g. agents.main.results.",
+                "not a subject results can go to",
+                hint="Use dot-separated tokens without spaces or wildcards, outside the runtime's own "
+                "subjects (dagr.>, agents.specialist.>, _INBOX.>, $...), e.g. agents.main.results.",
             )
+        if self.role is Role.SUBMITTER:
+            if instance_id is not None:
+                raise PayloadError("instance_id", "a submitter cannot name the instance it starts")
+            ack = await self.js.publish(
+                topic(specialist),
+                encode_start_request(context, reply_to=reply_to),
+                headers={TASK_HEADER: "1"},
+            )
+            stream, now_ms = tasks_stream(specialist), int(time.time() * 1000)
+            return start_request(
+                specialist, stream=stream, stream_seq=ack.seq, context="", now_ms=now_ms
+            ).instance_id
         instance = instance_id or new_instance_id()
         now_ms = int(time.time() * 1000)
         task = Task(
@@ -186,7 +254,9 @@ class Mesh:
             record_subject(instance), queued, headers={"Nats-Msg-Id": f"{task.task_id}.queued"}
         )
         await self.js.publish(
-            topic(specialist), encode_task(task), headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id}
+            task_subject(specialist),
+            encode_task(task),
+            headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id},
         )
         return instance
 
@@ -218,7 +288,9 @@ class Mesh:
             created_ms=int(time.time() * 1000),
         )
         await self.js.publish(
-            topic(specialist), encode_task(task), headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id}
+            task_subject(specialist),
+            encode_task(task),
+            headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id},
         )
         return task.task_id
 
@@ -586,7 +658,7 @@ class Mesh:
             )
             retried = replace(task, task_id=f"{task.task_id}r{record.seq}")
             await self.js.publish(
-                topic(specialist),
+                task_subject(specialist),
                 encode_task(retried),
                 headers={TASK_HEADER: "1", "Nats-Msg-Id": retried.task_id},
             )

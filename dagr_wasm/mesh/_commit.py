@@ -55,7 +55,7 @@ from ._layout import (
     record_subject,
     sched_subject,
     state_key,
-    topic,
+    task_subject,
     tree_subject,
     wake_subject,
 )
@@ -198,7 +198,7 @@ def _add_reply(outbox: Outbox, ctx: CommitContext, *, ok: bytes | None, error: s
                 created_ms=ctx.now_ms,
                 depth=max(task.depth - 1, 0),
             )
-            outbox.add(task.task_id, topic(task.parent_specialist), encode_task(event), Dagr_Task="1")
+            outbox.add(task.task_id, task_subject(task.parent_specialist), encode_task(event), Dagr_Task="1")
 
 
 def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
@@ -229,7 +229,7 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
                     depth=task.depth + 1,
                 )
                 spawn_index += 1
-                outbox.add(task.task_id, topic(effect.specialist), encode_task(child), Dagr_Task="1")
+                outbox.add(task.task_id, task_subject(effect.specialist), encode_task(child), Dagr_Task="1")
                 outbox.add(
                     task.task_id,
                     tree_subject(task.instance_id, effect.child_id),

@@ -64,6 +64,7 @@ from ._layout import (
     record_subject,
     sched_subject,
     tasks_stream,
+    trusted_subject,
     wake_subject,
 )
 from ._records import DeadLetter, InstanceState, JournalRecord
@@ -185,7 +186,7 @@ class Host:
 
     async def run(self) -> None:
         """Serve until ``stop()``. Lays out JetStream first (idempotent)."""
-        await ensure_layout(self._js, self.config.layout)
+        await ensure_layout(self._js, self.config.layout, update=False)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -301,6 +302,7 @@ class Host:
                 stream_seq=meta.sequence.stream,
                 stream=tasks_stream(name),
                 now_ms=now_ms,
+                trusted=trusted_subject(msg.subject),
             )
         except TaskError as exc:
             await self._dead_letter_raw(name, msg, str(exc))

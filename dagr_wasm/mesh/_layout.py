@@ -8,6 +8,7 @@ Subjects (``<i>`` an instance id, ``<s>`` a specialist, ``<t>`` a task id)::
 
     agents.specialist.<s>      tasks for a specialist (its topic)   stream DAGR_TASKS_<s>, work queue
     dagr.sched.<s>.<i>         an instance's pending wake           stream DAGR_SCHEDULES (schedules)
+    dagr.task.<s>              tasks hosts and admins send          DAGR_TASKS_<s> (only they may publish)
     dagr.wake.<s>.<i>          the wake, when it fires              DAGR_SCHEDULES, sourced by DAGR_TASKS_<s>
     dagr.inbox.<i>             replies from children                stream DAGR_INBOX
     dagr.inst.<i>              the instance's journal: one record   stream DAGR_INSTANCES
@@ -48,7 +49,7 @@ from ..errors import RuntimeFailure
 
 __all__ = ["LAYOUT_VERSION", "Layout", "ensure_layout", "ensure_specialist", "tasks_stream"]
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 STATE_BUCKET = "dagr-state"
 REGISTRY_BUCKET = "dagr-registry"
@@ -75,7 +76,19 @@ def tasks_stream(specialist: str) -> str:
 
 
 def topic(specialist: str) -> str:
+    """Where anyone allowed may ask for a new instance of ``specialist`` (a start, nothing more)."""
     return f"agents.specialist.{specialist}"
+
+
+def task_subject(specialist: str) -> str:
+    """Where hosts and admins send tasks with authority (instance, lineage, ceilings, attempt):
+    only those roles may publish here, so a host trusts what it finds on it (``_auth.py``)."""
+    return f"dagr.task.{specialist}"
+
+
+def trusted_subject(subject: str) -> bool:
+    """Whether a task that came on ``subject`` was written by a host or an admin."""
+    return subject.startswith(("dagr.task.", "dagr.wake."))
 
 
 def sched_subject(specialist: str, instance: str) -> str:
@@ -223,10 +236,12 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
     ]
 
 
-async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig, *, update: bool = True) -> None:
     assert config.name is not None
     try:
         existing = await js.stream_info(config.name)
+        if not update:
+            return
     except NotFoundError:
         try:
             await js.add_stream(config)
@@ -250,16 +265,20 @@ async def deployment_replicas(js: JetStreamContext, layout: Layout) -> int:
     return info.config.num_replicas or layout.replicas
 
 
-async def ensure_layout(js: JetStreamContext, layout: Layout) -> None:
-    """Create or update every stream and bucket of the layout. Safe to run from many hosts at once."""
+async def ensure_layout(js: JetStreamContext, layout: Layout, *, update: bool = True) -> None:
+    """Create or update every stream and bucket of the layout. Safe to run from many hosts at once.
+
+    With ``update=False`` (hosts), existing streams are left as they are and only missing ones are
+    created: a host's role may read the layout but not change it (an admin lays it out).
+    """
     try:
         for config in _static_streams(layout):
-            await _ensure_stream(js, config)
+            await _ensure_stream(js, config, update=update)
         registry = await _ensure_kv(js, REGISTRY_BUCKET, layout, history=64)
         await _ensure_object_store(js, layout)
     except APIError as exc:
         raise RuntimeFailure(f"could not set up the JetStream layout: {exc}") from exc
-    await _check_version(registry)
+    await _check_version(registry, upgrade=update)
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, layout: Layout, *, history: int) -> Any:
@@ -287,7 +306,7 @@ async def _ensure_object_store(js: JetStreamContext, layout: Layout) -> None:
         )
 
 
-async def _check_version(registry: Any) -> None:
+async def _check_version(registry: Any, *, upgrade: bool) -> None:
     from nats.js.errors import KeyNotFoundError
 
     key = "layout.version"
@@ -304,6 +323,10 @@ async def _check_version(registry: Any) -> None:
             f"this JetStream store was laid out by a newer dagr (layout {stored}, this one knows "
             f"{LAYOUT_VERSION}); upgrade dagr-wasm on this host"
         )
+    if stored < LAYOUT_VERSION and upgrade:
+        # Layout 2: trusted tasks travel on dagr.task.<s>. Hosts of layout 1 would still send them
+        # on the topic, where they are not trusted: from here on they refuse to start.
+        await registry.put(key, str(LAYOUT_VERSION).encode())
 
 
 async def ensure_specialist(js: JetStreamContext, layout: Layout, specialist: str) -> None:
@@ -318,7 +341,7 @@ async def ensure_specialist(js: JetStreamContext, layout: Layout, specialist: st
             layout,
             name=tasks_stream(specialist),
             description=f"tasks for specialist {specialist}",
-            subjects=[topic(specialist)],
+            subjects=[topic(specialist), task_subject(specialist)],
             retention=RetentionPolicy.WORK_QUEUE,
             sources=[StreamSource(name=SCHEDULES_STREAM, filter_subject=f"dagr.wake.{specialist}.>")],
         ),

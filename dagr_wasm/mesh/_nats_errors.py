@@ -11,15 +11,17 @@ message is ``NotFoundError``, a failed guard ``APIError``): the seam only transl
 from __future__ import annotations
 
 import functools
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import nats.errors as nats_errors
 import nats.js.errors as js_errors
 
-from ..errors import DagrError, LayoutMissing, MeshFailure
+from ..errors import DagrError, LayoutMissing, MeshFailure, PermissionDenied
 
-__all__ = ["nats_seam", "nats_seam_iter", "translate"]
+__all__ = ["Violations", "nats_seam", "nats_seam_iter", "translate"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -30,8 +32,46 @@ _CONSUMER_NOT_FOUND = 10014
 _NATS_ERRORS = (nats_errors.Error, js_errors.Error)
 
 
-def translate(exc: BaseException) -> DagrError:
+class Violations:
+    """The permission violations the server reported on one connection, as they came.
+
+    A publish the credentials may not make is dropped by the server with an asynchronous
+    ``-ERR 'Permissions Violation ...'``; the request waiting for its answer then times out. The
+    seam turns such a timeout into ``PermissionDenied`` naming the subject, instead of "no answer".
+    """
+
+    _by_client: ClassVar[weakref.WeakKeyDictionary[Any, Violations]] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.last: tuple[float, str] | None = None
+
+    def note(self, message: str) -> None:
+        self.last = (time.monotonic(), message)
+
+    def recent(self, within_s: float = 15.0) -> str | None:
+        if self.last is None or time.monotonic() - self.last[0] > within_s:
+            return None
+        return self.last[1]
+
+    def attach(self, client: Any) -> None:
+        Violations._by_client[client] = self
+
+    @classmethod
+    def of(cls, owner: Any) -> Violations | None:
+        """The violations of the connection ``owner`` (a Mesh, a Registry) works on."""
+        client = getattr(owner, "nc", None) or getattr(getattr(owner, "_js", None), "_nc", None)
+        try:
+            return cls._by_client.get(client) if client is not None else None
+        except TypeError:  # not weak-referenceable: not a client
+            return None
+
+
+def translate(exc: BaseException, violations: Violations | None = None) -> DagrError:
     """The dagr error for a nats-py error."""
+    if isinstance(exc, nats_errors.TimeoutError) and violations is not None:
+        denied = violations.recent()
+        if denied is not None:
+            return PermissionDenied(denied)
     if isinstance(exc, js_errors.BucketNotFoundError):
         return LayoutMissing("a key-value bucket is missing")
     if isinstance(exc, js_errors.NotFoundError) and exc.err_code in (_STREAM_NOT_FOUND, _CONSUMER_NOT_FOUND):
@@ -74,7 +114,7 @@ def nats_seam(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[
         try:
             return await fn(*args, **kwargs)
         except _NATS_ERRORS as exc:
-            raise translate(exc) from exc
+            raise translate(exc, Violations.of(args[0]) if args else None) from exc
 
     return translated
 
@@ -88,6 +128,6 @@ def nats_seam_iter(fn: Callable[P, AsyncIterator[T]]) -> Callable[P, AsyncIterat
             async for item in fn(*args, **kwargs):
                 yield item
         except _NATS_ERRORS as exc:
-            raise translate(exc) from exc
+            raise translate(exc, Violations.of(args[0]) if args else None) from exc
 
     return translated

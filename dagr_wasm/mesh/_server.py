@@ -39,13 +39,16 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from dagr_wasm import paths
 from dagr_wasm.errors import ServerError
+
+from ._auth import Credentials, Role, role_permissions
+from ._client import ConnectOptions
 
 if sys.platform != "win32":
     import fcntl
@@ -136,6 +139,10 @@ class ServerConfig(BaseModel):
     #: The largest message the server accepts. dagr stores an invocation's whole outbox in one
     #: commit marker, so the embedded server allows 8 MiB (nats-server's default is 1 MiB).
     max_payload_bytes: Annotated[int, Field(gt=0, le=64 * 1024 * 1024)] = 8 * 1024 * 1024
+    #: Authorization: the roles' nkeys live here (created if missing) and only they may connect,
+    #: each with its role's permissions (``_auth.py``). None: no authorization at all, anyone who
+    #: reaches the port is an operator (``dagr up --insecure-no-auth``).
+    credentials_dir: Path | None = None
 
     @property
     def resolved_log_file(self) -> Path:
@@ -259,6 +266,19 @@ class EmbeddedServer:
     @property
     def monitor_url(self) -> str:
         return f"http://{_url_host(self._config.host)}:{self.monitor_port}"
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The roles' nkeys, if the server runs with authorization (created at the first start)."""
+        if self._config.credentials_dir is None:
+            return None
+        return Credentials.ensure(self._config.credentials_dir)
+
+    def options(self, role: Role = Role.ADMIN, **overrides: Any) -> ConnectOptions:
+        """How to connect to this server as ``role`` (its seed file, when authorization is on)."""
+        credentials = self.credentials
+        seed = str(credentials.seed_file(role)) if credentials is not None else None
+        return ConnectOptions(servers=(self.url,), nkey_seed_file=seed, role=role, **overrides)
 
     @property
     def pid(self) -> int | None:
@@ -447,6 +467,8 @@ class EmbeddedServer:
         if cfg.max_file_store_bytes is not None:
             lines.append(f"  max_file_store: {cfg.max_file_store_bytes}")
         lines.append("}")
+        if cfg.credentials_dir is not None:
+            lines += _authorization(Credentials.ensure(cfg.credentials_dir))
         if cfg.cluster is not None:
             cl = cfg.cluster
             routes = ", ".join(_q(r) for r in cl.routes)
@@ -650,6 +672,26 @@ def _q(value: str) -> str:
     # nats-server's config parser reads JSON-style double-quoted strings, escapes included; quoting
     # also stops it from expanding $VARIABLES inside paths.
     return json.dumps(value, ensure_ascii=False)
+
+
+def _authorization(credentials: Credentials) -> list[str]:
+    """The ``authorization`` block: one nkey user per role, with its role's permissions."""
+    lines = ["authorization {", "  users: ["]
+    for role in Role:
+        p = role_permissions(role)
+        lines += [
+            f"    {{ nkey: {_q(credentials.public_key(role))}  # {role.value}",
+            "      permissions: {",
+            f"        publish: {{ allow: {_list(p.publish_allow)}, deny: {_list(p.publish_deny)} }}",
+            f"        subscribe: {{ allow: {_list(p.subscribe_allow)}, deny: {_list(p.subscribe_deny)} }}",
+            "      }",
+            "    }",
+        ]
+    return [*lines, "  ]", "}"]
+
+
+def _list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(_q(item) for item in items) + "]"
 
 
 def _listen_addr(host: str, port: int) -> str:

@@ -22,7 +22,7 @@ import cbor2
 
 from ..invocation import ChildReply, Event, Message, Reply, Start, Wake
 from ..payload import decode_map
-from ..policy import Grants, Limits, is_valid_subject
+from ..policy import Grants, Limits, is_reserved_subject, is_valid_subject
 
 if TYPE_CHECKING:
     from ._records import JournalRecord, Lineage
@@ -33,8 +33,10 @@ __all__ = [
     "TaskError",
     "decode_task",
     "encode_inbox_entry",
+    "encode_start_request",
     "encode_task",
     "new_instance_id",
+    "start_request",
     "wake_from_record",
 ]
 
@@ -174,22 +176,23 @@ def decode_task(
     stream_seq: int,
     stream: str,
     now_ms: int,
+    trusted: bool = True,
 ) -> Task:
-    """The task in a message from ``specialist``'s task stream. Raises ``TaskError``."""
+    """The task in a message from ``specialist``'s task stream. Raises ``TaskError``.
+
+    ``trusted``: the message came on a subject only hosts and admins may publish to
+    (``dagr.task.<s>``, ``dagr.wake.<s>.<i>``). Anything else is a start request: a new instance
+    (its ids from the stream sequence) with the specialist's own grants as its only ceiling, whatever
+    its envelope claims; only its context and a reply-to outside the runtime's subjects are taken.
+    """
     if not headers or headers.get(TASK_HEADER) is None:
         try:
             context = data.decode("utf-8")
         except UnicodeDecodeError:
             raise TaskError("a plain message on a topic must be UTF-8 text (the start context)") from None
-        task_id = _derived_id(f"{stream}/{stream_seq}")
-        return Task(
-            task_id=task_id,
-            kind="start",
-            instance_id=_derived_id(f"{task_id}/instance"),
-            specialist=specialist,
-            context=context,
-            created_ms=now_ms,
-        )
+        return start_request(specialist, stream=stream, stream_seq=stream_seq, context=context, now_ms=now_ms)
+    if not trusted:
+        return _untrusted(data, specialist, stream=stream, stream_seq=stream_seq, now_ms=now_ms)
     try:
         doc = decode_map(data)
         if doc is None or doc.get("v") != _FORMAT:
@@ -230,6 +233,52 @@ def decode_task(
         raise
     except Exception as exc:  # any decoding or validation problem: the message is not a task
         raise TaskError(f"malformed task: {exc!r}") from None
+
+
+def start_request(
+    specialist: str, *, stream: str, stream_seq: int, context: str, now_ms: int, reply_to: str | None = None
+) -> Task:
+    """A new instance asked for on a topic; its ids derive from where the request is stored, so a
+    redelivery names the same instance and the requester knows it from its publish ack."""
+    task_id = _derived_id(f"{stream}/{stream_seq}")
+    return Task(
+        task_id=task_id,
+        kind="start",
+        instance_id=_derived_id(f"{task_id}/instance"),
+        specialist=specialist,
+        context=context,
+        reply_to=reply_to,
+        created_ms=now_ms,
+    )
+
+
+def encode_start_request(context: str, *, reply_to: str | None = None) -> bytes:
+    """What a submitter publishes on a topic to start an instance (header ``Dagr-Task: 1``)."""
+    return cbor2.dumps({"v": _FORMAT, "kind": "start", "context": context, "reply_to": reply_to})
+
+
+def _untrusted(data: bytes, specialist: str, *, stream: str, stream_seq: int, now_ms: int) -> Task:
+    doc = decode_map(data)
+    if doc is None or doc.get("v") != _FORMAT:
+        raise TaskError("a task envelope on a topic must be a start request (CBOR map, v 1)")
+    if doc.get("kind", "start") != "start":
+        raise TaskError(
+            f"a {doc.get('kind')!r} task on a topic: only hosts send events to existing instances "
+            "(on dagr.task.<specialist>); a topic takes start requests"
+        )
+    context, reply_to = doc.get("context", ""), doc.get("reply_to")
+    if not isinstance(context, str):
+        raise TaskError("a start request's context must be text")
+    if reply_to is not None and not (
+        isinstance(reply_to, str) and is_valid_subject(reply_to) and not is_reserved_subject(reply_to)
+    ):
+        raise TaskError(
+            "a start request's reply_to must be a subject outside the runtime's own "
+            "(dagr.>, agents.specialist.>, _INBOX.>, $...)"
+        )
+    return start_request(
+        specialist, stream=stream, stream_seq=stream_seq, context=context, now_ms=now_ms, reply_to=reply_to
+    )
 
 
 def wake_from_record(record: JournalRecord, *, now_ms: int) -> Task:

@@ -26,7 +26,7 @@ import watkit
 
 from dagr_wasm.errors import ModuleError
 from dagr_wasm.manifest import Manifest
-from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Host, HostConfig, Layout, Mesh, ServerConfig
+from dagr_wasm.mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, Role, ServerConfig
 from dagr_wasm.mesh._layout import INSTANCES_STREAM
 from dagr_wasm.payload import decode_map
 from dagr_wasm.policy import Grants, Limits
@@ -206,17 +206,18 @@ async def assert_contained(
 
 @pytest.fixture(scope="session")
 def arena_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    with EmbeddedServer(config=ServerConfig(store_dir=tmp_path_factory.mktemp("arena"))) as server:
+    root = tmp_path_factory.mktemp("arena")
+    config = ServerConfig(store_dir=root / "store", credentials_dir=root / "credentials")
+    with EmbeddedServer(config=config) as server:  # authorization on, as `dagr up` runs
         yield server
 
 
 @pytest.fixture(scope="session")
 async def arena(arena_server: EmbeddedServer, sandbox: Sandbox) -> AsyncIterator[Arena]:
     layout = Layout(max_attempts=2)
-    options = ConnectOptions(servers=(arena_server.url,))
-    mesh = await Mesh.connect(options, layout=layout)
+    mesh = await Mesh.connect(arena_server.options(Role.ADMIN), layout=layout)
     await mesh.ensure_layout()
-    host_client = await Mesh.connect(options, layout=layout)
+    host_client = await Mesh.connect(arena_server.options(Role.HOST), layout=layout)
     config = HostConfig(layout=layout, concurrency=8, retry_backoff_s=(0.05,), host_id="arena")
     host = Host(host_client.nc, host_client.js, sandbox, config)
     task = asyncio.create_task(host.run())

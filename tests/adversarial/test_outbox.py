@@ -20,7 +20,7 @@ from attacks import PUBLISH_TO_CONTEXT, PUT_MANY, agent
 
 from dagr_wasm.manifest import Manifest
 from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Host, HostConfig, Layout, Mesh, ServerConfig
-from dagr_wasm.mesh._layout import topic
+from dagr_wasm.mesh._layout import task_subject
 from dagr_wasm.mesh._tasks import TASK_HEADER, Task, encode_task
 from dagr_wasm.payload import decode_map
 from dagr_wasm.policy import MIB, Grants, Limits
@@ -45,7 +45,7 @@ async def test_a_publish_no_stream_captures_goes_out_once_even_when_the_task_com
         # outbox is replayed, and a core publish is not sent a second time.
         again = Task(task_id=f"cli-{instance}", kind="start", instance_id=instance, specialist=name,
                      version=status["version"], root_id=instance, context="tele.metrics")  # fmt: skip
-        await arena.mesh.js.publish(topic(name), encode_task(again), headers={TASK_HEADER: "1"})
+        await arena.mesh.js.publish(task_subject(name), encode_task(again), headers={TASK_HEADER: "1"})
         await asyncio.sleep(1.0)
         assert received == [b"v"], f"the subscriber got {len(received)} copies"
         assert len([r for r in await arena.journal(instance) if "lines" in r]) == 1

@@ -14,7 +14,7 @@ import pytest
 from arena import Arena, assert_contained
 from attacks import PUBLISH_TO_CONTEXT, PUT_CONTEXT_KEY, SPAWN_REPLY_TO_CONTEXT, agent
 
-from dagr_wasm.mesh._layout import topic
+from dagr_wasm.mesh._layout import task_subject
 from dagr_wasm.policy import Grants, is_valid_subject, is_valid_subject_pattern
 
 BAD_ENDINGS = ["\n", "\r\n", "\x00", "\t", "\x7f", "\x1b[0m", "\u0085", " "]
@@ -60,7 +60,7 @@ async def test_a_forged_task_with_a_newline_in_its_ids_is_dead_lettered_untouche
     forged = cbor2.dumps(
         {"v": 1, "id": "t\n1", "kind": "start", "instance": "i\nx", "specialist": "benign", "context": "x"}
     )
-    await arena.mesh.js.publish(topic("benign"), forged, headers={"Dagr-Task": "1"})
+    await arena.mesh.js.publish(task_subject("benign"), forged, headers={"Dagr-Task": "1"})
     deadline = time.monotonic() + 10
     while True:
         dead = [d for d in await arena.dead_letters() if d.get("raw") == forged]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from dagr_wasm.manifest import load_manifest
-from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Host, HostConfig, Mesh, SpecialistVersion
+from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Host, HostConfig, Mesh, Role, SpecialistVersion
 from dagr_wasm.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,26 +45,42 @@ async def deploy_all(
 async def deployed(
     nats_server: EmbeddedServer, built: dict[str, Path], sandbox: Sandbox
 ) -> AsyncIterator[dict[str, SpecialistVersion]]:
-    async with await Mesh.connect(ConnectOptions(servers=(nats_server.url,))) as mesh:
+    async with await Mesh.connect(nats_server.options(Role.ADMIN)) as mesh:
         yield await deploy_all(mesh, built, sandbox)
 
 
 @pytest.fixture
 async def mesh(nats_server: EmbeddedServer, deployed: dict[str, SpecialistVersion]) -> AsyncIterator[Mesh]:
-    async with await Mesh.connect(ConnectOptions(servers=(nats_server.url,))) as client:
+    async with await Mesh.connect(nats_server.options(Role.ADMIN)) as client:
         yield client
 
 
 RunHost = Callable[..., Awaitable[Host]]
 
 
+def as_host(server: EmbeddedServer | str) -> ConnectOptions:
+    if isinstance(server, str):
+        return ConnectOptions(servers=(server,))
+    return server.options(Role.HOST)
+
+
+def connection_flags(server: EmbeddedServer | str, role: Role = Role.ADMIN) -> list[str]:
+    """``--nats URL [--creds <role>.nk]`` for a CLI command against ``server``."""
+    if isinstance(server, str):
+        return ["--nats", server]
+    credentials = server.credentials
+    creds = ["--creds", str(credentials.seed_file(role))] if credentials is not None else []
+    return ["--nats", server.url, *creds]
+
+
 @pytest.fixture
 async def run_host(sandbox: Sandbox) -> AsyncIterator[RunHost]:
-    """``await run_host(url, **HostConfig fields)``: an in-process host, stopped after the test."""
+    """``await run_host(server, **HostConfig fields)``: an in-process host with the host role's
+    credentials (or anonymous, given a URL), stopped after the test."""
     running: list[tuple[Host, asyncio.Task[None], Mesh]] = []
 
-    async def start(url: str, **config: Any) -> Host:
-        client = await Mesh.connect(ConnectOptions(servers=(url,)))
+    async def start(server: EmbeddedServer | str, **config: Any) -> Host:
+        client = await Mesh.connect(as_host(server))
         config.setdefault("host_id", f"test-host-{len(running)}")
         host = Host(client.nc, client.js, sandbox, HostConfig(**config))
         task = asyncio.create_task(host.run())
@@ -118,15 +134,16 @@ StartHostProcess = Callable[..., HostProcess]
 
 @pytest.fixture
 def host_process(tmp_path: Path) -> Iterator[StartHostProcess]:
-    """``host_process(url, concurrency=4)``: a real `dagr host` process, killed after the test."""
+    """``host_process(server, concurrency=4)``: a real `dagr host` process with the host role's
+    credentials (or anonymous, given a URL), killed after the test."""
     started: list[HostProcess] = []
 
-    def start(url: str, *, concurrency: int = 4) -> HostProcess:
+    def start(server: EmbeddedServer | str, *, concurrency: int = 4) -> HostProcess:
         log = tmp_path / f"host-{len(started)}.log"
         log_file = log.open("wb")
         dagr = Path(sys.executable).parent / "dagr"
         proc = subprocess.Popen(
-            [str(dagr), "host", "--nats", url, "--concurrency", str(concurrency)],
+            [str(dagr), "host", *connection_flags(server, Role.HOST), "--concurrency", str(concurrency)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

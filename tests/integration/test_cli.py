@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshkit import HostProcess
+from meshkit import HostProcess, connection_flags
 
 from dagr_wasm.cli import main
-from dagr_wasm.mesh import EmbeddedServer, SpecialistVersion
+from dagr_wasm.mesh import EmbeddedServer, Role, SpecialistVersion
 from dagr_wasm.payload import from_tagged
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,13 @@ def host(
     log = tmp_path_factory.mktemp("cli-host") / "host.log"
     log_file = log.open("wb")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagr"), "host", "--nats", nats_server.url, "--concurrency", "6"],
+        [
+            str(Path(sys.executable).parent / "dagr"),
+            "host",
+            *connection_flags(nats_server, Role.HOST),
+            "--concurrency",
+            "6",
+        ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -47,12 +53,15 @@ def host(
 
 
 class Dagr:
-    def __init__(self, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    """The CLI in process, as the session server's admin (``--nats URL --creds admin.nk``)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], server: EmbeddedServer) -> None:
         self.capsys = capsys
-        self.url = url
+        self.url = server.url
+        self.flags = connection_flags(server)
 
     def __call__(self, *args: str, nats: bool = True) -> tuple[int, str, str]:
-        argv = [*args, "--nats", self.url] if nats else list(args)
+        argv = [*args, *self.flags] if nats else list(args)
         code = main(argv)
         out, err = self.capsys.readouterr()
         return code, out, err
@@ -65,7 +74,7 @@ class Dagr:
 
 @pytest.fixture
 def dagr(capsys: pytest.CaptureFixture[str], nats_server: EmbeddedServer, host: HostProcess) -> Dagr:
-    return Dagr(capsys, nats_server.url)
+    return Dagr(capsys, nats_server)
 
 
 def wait_for_state(dagr: Dagr, instance: str, states: set[str], timeout_s: float = 60) -> dict[str, Any]:
@@ -157,13 +166,13 @@ def test_logs_result_and_kv(dagr: Dagr) -> None:
 def test_logs_follow_prints_json_lines(nats_server: EmbeddedServer, host: HostProcess) -> None:
     dagr_bin = str(Path(sys.executable).parent / "dagr")
     counter = subprocess.run(
-        [dagr_bin, "start", "--agent", "counter", "--nats", nats_server.url],
+        [dagr_bin, "start", "--agent", "counter", *connection_flags(nats_server)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
     follower = subprocess.Popen(
-        [dagr_bin, "logs", counter, "-f", "--json", "--nats", nats_server.url],
+        [dagr_bin, "logs", counter, "-f", "--json", *connection_flags(nats_server)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -331,7 +340,9 @@ def test_the_nats_cli_context_is_used_when_no_url_is_given(
     config = tmp_path / "config"
     (config / "nats" / "context").mkdir(parents=True)
     (config / "nats" / "context.txt").write_text("dagr-test\n")
-    (config / "nats" / "context" / "dagr-test.json").write_text(json.dumps({"url": nats_server.url}))
+    (config / "nats" / "context" / "dagr-test.json").write_text(
+        json.dumps({"url": nats_server.url, "creds": connection_flags(nats_server)[-1]})
+    )
     monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
     monkeypatch.delenv("NATS_URL", raising=False)
     code, out, err = dagr("list", "specialists", nats=False)
@@ -483,7 +494,7 @@ def test_version(dagr: Dagr) -> None:
 def test_watch_prints_what_agents_publish(dagr: Dagr, nats_server: EmbeddedServer) -> None:
     subject = f"agents.main.watch{int(time.time() * 1000)}"
     watcher = subprocess.Popen(
-        [DAGR_BIN, "watch", subject, "--count", "1", "--json", "--nats", nats_server.url],
+        [DAGR_BIN, "watch", subject, "--count", "1", "--json", *connection_flags(nats_server)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -503,7 +514,7 @@ def test_watch_prints_what_agents_publish(dagr: Dagr, nats_server: EmbeddedServe
 def test_logs_follow_of_one_instance_ends_when_it_ends(dagr: Dagr, nats_server: EmbeddedServer) -> None:
     sleeper = dagr("spawn", "sleeper", "--context", "1 nap")[1].strip()
     follower = subprocess.run(
-        [DAGR_BIN, "logs", sleeper, "-f", "--json", "--nats", nats_server.url],
+        [DAGR_BIN, "logs", sleeper, "-f", "--json", *connection_flags(nats_server)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -522,7 +533,7 @@ def test_kv_shared_reads_the_specialists_shared_state(dagr: Dagr, nats_server: E
     import nats
 
     async def write_shared() -> None:
-        nc = await nats.connect(nats_server.url)
+        nc = await nats.connect(nats_server.url, nkeys_seed=connection_flags(nats_server)[-1])
         await nc.jetstream().publish("$KV.dagr-state.s.echo.greeting", cbor2.dumps("hello all"))
         await nc.close()
 

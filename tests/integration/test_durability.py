@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import cbor2
@@ -16,7 +17,7 @@ import pytest
 from meshkit import StartHostProcess, deploy_all
 from test_mesh import eventually, messages, reply_counts, stored
 
-from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Layout, Mesh, ServerConfig
+from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Layout, Mesh, Role, ServerConfig
 from dagr_wasm.mesh._cluster import LoopbackCluster
 from dagr_wasm.sandbox import Sandbox
 
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 async def test_two_host_processes_share_a_specialists_tasks_and_each_task_runs_once(
     mesh: Mesh, nats_server: EmbeddedServer, host_process: StartHostProcess
 ) -> None:
-    hosts = [host_process(nats_server.url, concurrency=4) for _ in range(2)]
+    hosts = [host_process(nats_server, concurrency=4) for _ in range(2)]
     instances = [await mesh.spawn("echo", f"job {i}") for i in range(200)]
     for instance in instances:
         result = await mesh.result(instance, wait=True, timeout_s=120)
@@ -48,8 +49,8 @@ async def test_two_host_processes_share_a_specialists_tasks_and_each_task_runs_o
 async def test_sigkill_of_a_host_mid_stream_loses_and_duplicates_nothing(
     mesh: Mesh, nats_server: EmbeddedServer, host_process: StartHostProcess
 ) -> None:
-    victim = host_process(nats_server.url, concurrency=4)
-    survivor = host_process(nats_server.url, concurrency=4)
+    victim = host_process(nats_server, concurrency=4)
+    survivor = host_process(nats_server, concurrency=4)
     instance = f"counter-{uuid.uuid4().hex[:8]}"
     replies = f"agents.main.test.{instance}"
     for i in range(500):
@@ -74,15 +75,15 @@ async def test_sigkill_of_a_host_mid_stream_loses_and_duplicates_nothing(
 async def test_suspended_agents_wake_once_with_their_state_after_everything_is_killed(
     tmp_path: Path, built: dict[str, Path], sandbox: Sandbox, host_process: StartHostProcess
 ) -> None:
-    server = EmbeddedServer(config=ServerConfig(store_dir=tmp_path / "nats"))
+    server = EmbeddedServer(
+        config=ServerConfig(store_dir=tmp_path / "nats", credentials_dir=tmp_path / "credentials")
+    )
     server.start()
     try:
-        async with await Mesh.connect(ConnectOptions(servers=(server.url,))) as mesh:
+        async with await Mesh.connect(server.options(Role.ADMIN)) as mesh:
             await deploy_all(mesh, built, sandbox, ("sleeper",))
-        host = host_process(server.url, concurrency=8)
-        async with await Mesh.connect(
-            ConnectOptions(servers=(server.url,), max_reconnect_attempts=-1)
-        ) as mesh:
+        host = host_process(server, concurrency=8)
+        async with await Mesh.connect(replace(server.options(Role.ADMIN), max_reconnect_attempts=-1)) as mesh:
             sleepers = [await mesh.spawn("sleeper", f"6 note-{i}") for i in range(100)]
 
             async def all_suspended() -> bool:
@@ -95,9 +96,9 @@ async def test_suspended_agents_wake_once_with_their_state_after_everything_is_k
         host.kill()
         server.kill()
         server.restart()
-        host_process(server.url, concurrency=8)
+        host_process(server, concurrency=8)
 
-        async with await Mesh.connect(ConnectOptions(servers=(server.url,))) as mesh:
+        async with await Mesh.connect(server.options(Role.ADMIN)) as mesh:
             for i, sleeper in enumerate(sleepers):
                 result = await mesh.result(sleeper, wait=True, timeout_s=120)
                 assert result is not None, f"sleeper {i} never woke"
@@ -156,7 +157,7 @@ async def test_a_swarm_loses_and_duplicates_nothing_while_hosts_are_killed_at_ra
     report is published exactly once with every child's answer, and every instance's journal holds
     exactly one final record."""
     rng = random.Random(20261203)
-    hosts = [host_process(nats_server.url, concurrency=4) for _ in range(3)]
+    hosts = [host_process(nats_server, concurrency=4) for _ in range(3)]
     run = uuid.uuid4().hex[:8]
     parents: dict[str, str] = {}
 
@@ -171,7 +172,7 @@ async def test_a_swarm_loses_and_duplicates_nothing_while_hosts_are_killed_at_ra
         await asyncio.sleep(rng.uniform(0.3, 1.5))
         victim = rng.randrange(len(hosts))
         hosts[victim].kill()  # SIGKILL: whatever it was doing, mid-invocation or mid-commit
-        hosts[victim] = host_process(nats_server.url, concurrency=4)
+        hosts[victim] = host_process(nats_server, concurrency=4)
 
     async def all_reported() -> bool:
         return all([await stored(mesh, "DAGR_AGENTS", s) >= 1 for s in parents.values()])

@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from test_mesh import eventually, messages
 
 from dagr_wasm.invocation import ChildReply
 from dagr_wasm.manifest import load_manifest
-from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Mesh, ServerConfig
-from dagr_wasm.mesh._layout import SCHEDULES_STREAM, sched_subject, topic
+from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Mesh, Role, ServerConfig
+from dagr_wasm.mesh._layout import SCHEDULES_STREAM, sched_subject, task_subject
 from dagr_wasm.mesh._tasks import TASK_HEADER, Task, encode_task, reply_task_id
 from dagr_wasm.sandbox import Sandbox
 
@@ -34,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
     """A server of this test's own, which it restarts."""
-    server = EmbeddedServer(config=ServerConfig(store_dir=tmp_path / "nats"))
+    server = EmbeddedServer(
+        config=ServerConfig(store_dir=tmp_path / "nats", credentials_dir=tmp_path / "credentials")
+    )
     server.start()
     try:
         yield server
@@ -43,7 +46,7 @@ async def server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
 
 
 def connect(server: EmbeddedServer) -> ConnectOptions:
-    return ConnectOptions(servers=(server.url,), max_reconnect_attempts=-1)
+    return replace(server.options(Role.ADMIN), max_reconnect_attempts=-1)
 
 
 async def deploy(mesh: Mesh, built: dict[str, Path], sandbox: Sandbox, *names: str) -> None:
@@ -75,13 +78,13 @@ async def test_a_frozen_host_back_after_a_server_restart_neither_loses_nor_repea
     once, and the pending wake was lost (the instance stayed `suspended` for ever)."""
     async with await Mesh.connect(connect(server)) as mesh:
         await deploy(mesh, built, sandbox, "sleeper")
-        frozen = host_process(server.url)
+        frozen = host_process(server)
         # Starts busy for 4 s, then: a wake in 1 s, and after it a wake in an hour.
         instance = await mesh.spawn("sleeper", "1 nap times=2 then=3600 busy=4")
         # Only `frozen` runs: the start's `running` record (after 2 s) says it is inside it now.
         await eventually(lambda: is_running(mesh, instance), timeout_s=60, what="the start running")
         frozen.freeze()
-        other = host_process(server.url)  # takes the start over once its ack wait passes
+        other = host_process(server)  # takes the start over once its ack wait passes
 
         async def woke_once_and_waits_an_hour() -> bool:
             status = await mesh.status(instance)
@@ -124,12 +127,12 @@ async def test_a_frozen_host_does_not_record_running_over_a_finished_instance(
     """Issue 8 #13: the heartbeat's `running` record landed after another host's final record."""
     async with await Mesh.connect(connect(server)) as mesh:
         await deploy(mesh, built, sandbox, "sleeper")
-        frozen = host_process(server.url)
+        frozen = host_process(server)
         await asyncio.sleep(2)  # the host pulls
         instance = await mesh.spawn("sleeper", "0.5 nap busy=3")
         await asyncio.sleep(0.8)  # inside the busy start, before its `running` record (2 s)
         frozen.freeze()
-        other = host_process(server.url)
+        other = host_process(server)
         result = await mesh.result(instance, wait=True, timeout_s=120)
         assert result is not None and result.state == "finished"
     frozen.thaw()  # its heartbeat comes due at once, then its late commit replays
@@ -150,7 +153,7 @@ async def test_a_reply_that_arrives_as_an_event_keeps_the_parents_lineage(
     parent's final result, produced while handling it, went nowhere."""
     async with await Mesh.connect(connect(server)) as mesh:
         await deploy(mesh, built, sandbox, "sleeper", "spawner")
-        host_process(server.url, concurrency=8)  # room for the reply beside the busy parent
+        host_process(server, concurrency=8)  # room for the reply beside the busy parent
         reply_to = f"agents.main.test.{uuid.uuid4().hex[:8]}"
         # The parent wakes at 0.5 s and stays busy 7 s (its `running` record comes 2-4 s in); its
         # child replies at ~5 s, while the parent runs (not suspended): the reply comes as an
@@ -184,7 +187,7 @@ async def test_a_reply_delivered_again_is_not_seen_twice(
     after a server forgot its ids) ran as an event on the parent: it saw the reply twice."""
     async with await Mesh.connect(connect(server)) as mesh:
         await deploy(mesh, built, sandbox, "echo", "spawner")
-        host_process(server.url, concurrency=8)
+        host_process(server, concurrency=8)
         # No children of its own: it sleeps 0.5 s, then a 6 s busy wake collects its inbox.
         parent = await mesh.spawn("spawner", "0 busy=6")
         await eventually(lambda: is_suspended(mesh, parent), timeout_s=60, what="the parent to suspend")
@@ -199,11 +202,11 @@ async def test_a_reply_delivered_again_is_not_seen_twice(
             created_ms=int(time.time() * 1000),
         )
         first = {TASK_HEADER: "1", "Nats-Msg-Id": "reply-first"}
-        await mesh.js.publish(topic("spawner"), encode_task(reply), headers=first)  # parked
+        await mesh.js.publish(task_subject("spawner"), encode_task(reply), headers=first)  # parked
         await eventually(lambda: is_running(mesh, parent), timeout_s=60, what="the parent's busy wake")
         # The late replay, while the parent runs: a message the server has not seen before.
         again = {TASK_HEADER: "1", "Nats-Msg-Id": "reply-again"}
-        await mesh.js.publish(topic("spawner"), encode_task(reply), headers=again)
+        await mesh.js.publish(task_subject("spawner"), encode_task(reply), headers=again)
 
         result = await mesh.result(parent, wait=True, timeout_s=60)
         assert result is not None and result.state == "finished"

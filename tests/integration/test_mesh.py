@@ -68,7 +68,7 @@ async def result_value(mesh: Mesh, instance: str, timeout_s: float = 60) -> Any:
 async def test_spawn_runs_an_instance_and_records_its_result(
     mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
 ) -> None:
-    await run_host(nats_server.url)
+    await run_host(nats_server)
     instance = await mesh.spawn("echo", "hello mesh")
     assert await result_value(mesh, instance) == {"echo": "hello mesh"}
     status = await mesh.status(instance)
@@ -86,7 +86,7 @@ async def test_spawning_an_unknown_specialist_is_refused(mesh: Mesh) -> None:
 async def test_a_parent_sees_all_ten_replies_when_it_wakes(
     mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
 ) -> None:
-    await run_host(nats_server.url, concurrency=8)
+    await run_host(nats_server, concurrency=8)
     parent = await mesh.spawn("spawner", "10")
     result = await result_value(mesh, parent)
     assert result["replies"] == [{"echo": f"child {i}"} for i in range(10)]
@@ -104,8 +104,8 @@ async def test_state_stays_exact_under_concurrent_invocations_of_one_instance(
     mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
 ) -> None:
     """Many hosts' worth of slots race on one counter: guarded writes and re-runs keep it exact."""
-    await run_host(nats_server.url, concurrency=8)
-    await run_host(nats_server.url, concurrency=8)
+    await run_host(nats_server, concurrency=8)
+    await run_host(nats_server, concurrency=8)
     instance = f"counter-{uuid.uuid4().hex[:8]}"
     replies = f"agents.main.test.{instance}"
     for i in range(60):
@@ -122,7 +122,7 @@ async def test_a_trapping_task_is_retried_then_dead_lettered_while_others_flow(
     mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
 ) -> None:
     layout = Layout(max_attempts=3)
-    await run_host(nats_server.url, layout=layout, retry_backoff_s=(0.2, 0.4), concurrency=4)
+    await run_host(nats_server, layout=layout, retry_backoff_s=(0.2, 0.4), concurrency=4)
     doomed = await mesh.spawn("hostile-recursion", "")
     others = [await mesh.spawn("echo", f"bystander {i}") for i in range(20)]
     for i, instance in enumerate(others):
@@ -161,7 +161,7 @@ async def test_a_redeploy_makes_a_new_version_and_running_instances_keep_theirs(
 async def test_a_specialist_deployed_after_the_host_started_is_compiled_on_deploy_and_served(
     mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
 ) -> None:
-    host = await run_host(nats_server.url)
+    host = await run_host(nats_server)
     marker = uuid.uuid4().hex[:8]
     # A module no host has seen: a WAT echo with a unique constant in it.
     body = f"(drop (i32.const 0x{marker})) (call $ok (local.get $p1) (local.get $p2))"
@@ -183,10 +183,10 @@ async def test_a_specialist_deployed_after_the_host_started_is_compiled_on_deplo
 async def test_stopping_a_host_finishes_or_hands_back_its_work(
     mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
 ) -> None:
-    first = await run_host(nats_server.url, concurrency=4)
+    first = await run_host(nats_server, concurrency=4)
     instances = [await mesh.spawn("echo", f"handover {i}") for i in range(40)]
     await first.stop()  # mid-stream: some done, some in flight, most still queued
-    await run_host(nats_server.url, concurrency=4)
+    await run_host(nats_server, concurrency=4)
     for i, instance in enumerate(instances):
         assert await result_value(mesh, instance) == {"echo": f"handover {i}"}
         assert len(await mesh.logs(instance)) == 1
@@ -196,7 +196,7 @@ async def test_a_large_result_travels_through_the_commit(
     mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost
 ) -> None:
     """The outbox (result, reply, logs) is kept in one commit marker: it must fit in one message."""
-    await run_host(nats_server.url)
+    await run_host(nats_server)
     text = "x" * 200_000  # the echo result is just under the 256 KiB max_result_bytes
     instance = await mesh.spawn("echo", text)
     assert await result_value(mesh, instance) == {"echo": text}
@@ -207,7 +207,7 @@ async def test_a_host_holds_a_bounded_number_of_components_and_still_serves_ever
 ) -> None:
     """Defect 7 of issue 8: the per-specialist caches grew without bound. Five modules through a
     host that may hold two: each is served, and no more than two stay loaded."""
-    host = await run_host(nats_server.url, max_loaded_agents=2)
+    host = await run_host(nats_server, max_loaded_agents=2)
     names = []
     for i in range(5):
         name = f"bounded{i}-{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,133 @@
+"""Who may do what on a dagr deployment: three roles, their NATS permissions, their nkeys.
+
+A deployment's embedded server runs with authorization on: every client proves a role by signing
+the server's challenge with that role's nkey (ed25519; the server holds only public keys). The
+seeds live in the data dir's ``credentials/`` (one file per role, mode 0600, created exclusively),
+where the CLI and hosts on the same machine find them; remote hosts and clients are given a file
+(``--creds``).
+
+The roles, each with the least its job needs:
+
+- ``host``: consume tasks, commit state, publish outboxes (wherever an agent's grants allow), write
+  journals, schedules, inboxes and dead letters; read the registry and modules. It cannot write the
+  registry or the modules, change or delete streams, or cancel instances.
+- ``admin`` (the operator's CLI): everything, including deploy, register, cancel and lay out.
+- ``submitter`` (an application, an outside agent driving the CLI): start instances by a start
+  request on a specialist's topic, read their journals and results, list specialists, watch what
+  agents report on ``agents.main.>``. It cannot read state, write journals, publish task envelopes
+  that hosts trust (``dagr.task.>``), cancel, or touch the registry.
+
+Task envelopes with authority (an instance id, a parent, ceilings, limits, an attempt) travel only on
+``dagr.task.<specialist>``, which only hosts and admins may publish to; anything on a topic is a
+new start with the specialist's own grants as its only ceiling (``_tasks.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+
+__all__ = ["Credentials", "Role", "role_permissions"]
+
+
+class Role(enum.StrEnum):
+    HOST = "host"
+    ADMIN = "admin"
+    SUBMITTER = "submitter"
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    publish_allow: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()
+    subscribe_allow: tuple[str, ...] = (">",)
+    subscribe_deny: tuple[str, ...] = ()
+
+
+#: What only an admin may do, whoever else may publish broadly (hosts publish agents' outboxes).
+_ADMIN_ONLY = (
+    "$KV.dagr-registry.>",  # registry entries and versions
+    "$O.dagr-modules.>",  # module objects
+    "$JS.API.STREAM.CREATE.>",
+    "$JS.API.STREAM.UPDATE.>",
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+    "$JS.API.CONSUMER.DELETE.>",
+    "$JS.API.CONSUMER.DURABLE.CREATE.>",
+    "dagr.cancel.>",
+    "$SYS.>",
+)
+
+_PERMISSIONS = {
+    Role.ADMIN: Permissions(publish_allow=(">",)),
+    Role.HOST: Permissions(publish_allow=(">",), publish_deny=_ADMIN_ONLY),
+    Role.SUBMITTER: Permissions(
+        publish_allow=(
+            "agents.specialist.*",  # start requests (the host decides everything else)
+            "$JS.API.INFO",
+            "$JS.API.STREAM.INFO.DAGR_INSTANCES",
+            "$JS.API.DIRECT.GET.DAGR_INSTANCES",  # journals and results
+            "$JS.API.DIRECT.GET.DAGR_INSTANCES.>",
+            "$JS.API.STREAM.INFO.KV_dagr-registry",  # `dagr list specialists`, spawn's checks
+            "$JS.API.DIRECT.GET.KV_dagr-registry",
+            "$JS.API.DIRECT.GET.KV_dagr-registry.>",
+            "$JS.API.CONSUMER.CREATE.KV_dagr-registry.>",  # listing keys (an ordered consumer)
+            "$JS.API.CONSUMER.CREATE.DAGR_INSTANCES.>",  # following a journal (`dagr logs -f`)
+            "$JS.FC.>",  # flow control replies of those consumers
+        ),
+        subscribe_allow=("_INBOX.>", "dagr.inst.*", "agents.main.>"),
+    ),
+}
+
+
+def role_permissions(role: Role) -> Permissions:
+    return _PERMISSIONS[role]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The nkeys of one deployment's roles, in ``directory`` (``<role>.nk``, a seed each)."""
+
+    directory: Path
+
+    @classmethod
+    def ensure(cls, directory: Path) -> Credentials:
+        """The credentials in ``directory``, creating any role's seed that is missing (0600)."""
+        import nkeys
+
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for role in Role:
+            path = directory / f"{role.value}.nk"
+            if path.exists():
+                _check_private(path)
+                continue
+            seed = nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(seed + b"\n")
+        return cls(directory)
+
+    def seed_file(self, role: Role) -> Path:
+        return self.directory / f"{role.value}.nk"
+
+    def public_key(self, role: Role) -> str:
+        import nkeys
+
+        seed = self.seed_file(role).read_bytes().strip()
+        return str(nkeys.from_seed(bytearray(seed)).public_key.decode())
+
+
+def _check_private(path: Path) -> None:
+    info = path.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise UsageError(
+            f"the credentials file {path} is readable by others or not yours (mode "
+            f"{info.st_mode & 0o777:o}); anyone who can read it acts with its role. "
+            f"Run `chmod 600 {path}`, or delete it to have a new one made."
+        )
