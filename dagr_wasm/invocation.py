@@ -227,6 +227,11 @@ class Invocation:
     spawnable: frozenset[str] | None = None
     #: The clock the invocation runs at: ``after-ms`` suspends and the suspend horizon count from here.
     now_unix_ms: int = 0
+    #: Where the instance sits in its spawn tree (the root is 0): spawns past MAX_SPAWN_DEPTH are refused.
+    spawn_depth: int = 0
+    #: Instances its spawn tree may still add (``limits.max_tree_instances`` less those it has);
+    #: None when the driver does not count (``dagr run``).
+    tree_spawns_left: int | None = None
 
 
 class Status(enum.StrEnum):

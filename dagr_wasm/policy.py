@@ -128,6 +128,9 @@ class Limits(BaseModel):
     #: the server takes at most 1,000 messages per batch (the marker and inbox cursor included).
     max_state_writes: int = Field(default=500, ge=0, le=990)
     max_spawns: int = Field(default=64, ge=0)
+    #: Instances one spawn tree may hold in all (its root included), however deep: a child's tree
+    #: budget is its root's, so one spawn cannot grow into max_spawns ** depth instances.
+    max_tree_instances: int = Field(default=1000, ge=1)
     max_publishes: int = Field(default=256, ge=0)
     # A componentize-py agent needs 12 MiB of memory, ~9-16 core instances, 2 tables and ~5,700
     # table elements (measured); the defaults leave room without inviting abuse.
@@ -144,6 +147,11 @@ class Limits(BaseModel):
         return self if capped == mine else Limits(**capped)
 
 
+#: How deep a spawn tree may grow: the root is at depth 0, its children at 1. A spawn that would
+#: make an instance deeper is refused (quota-exceeded): every level carries one more grant ceiling.
+MAX_SPAWN_DEPTH = 32
+
+
 #: What a host allows any invocation at most, whatever a manifest asks for (``Sandbox(ceiling=)``).
 #: Results, writes and logs are bounded so that one invocation's commit marker (its whole outbox:
 #: the result twice, the writes, the logs) stays well inside the 8 MiB a message may have.
@@ -157,6 +165,7 @@ HOST_CEILING = Limits(
     max_write_bytes=2 * MIB,
     max_state_writes=990,
     max_spawns=256,
+    max_tree_instances=100_000,
     max_publishes=1000,
     max_instances=100,
     max_tables=100,

@@ -56,6 +56,7 @@ from ._layout import (
     sched_subject,
     state_key,
     task_subject,
+    tree_key,
     tree_subject,
     wake_subject,
 )
@@ -140,6 +141,9 @@ class CommitContext:
     parent_suspended: bool = False
     #: The inbox cursor's revision when the invocation read its replies (0: never written).
     cursor_revision: int = 0
+    #: The spawn tree's instance count (besides its root) and its revision when the run began
+    #: (0, 0: never written); a run that spawns commits the new count guarded by that revision.
+    tree_count: tuple[int, int] = (0, 0)
     #: The grants in force for this invocation, passed down to children as ceilings.
     own_grants: Grants | None = None
     limits: Limits | None = None
@@ -408,6 +412,15 @@ class Committer:
                 headers["KV-Operation"] = "DEL"
             bucket_key = state_key(scope, key, instance=ctx.task.instance_id, specialist=ctx.task.specialist)
             messages.append((KV_PREFIX + bucket_key, value or b"", headers))
+        spawns = sum(1 for e in outcome.effects if isinstance(e, Spawn))
+        if spawns:
+            count, revision = ctx.tree_count
+            root = ctx.task.root_id or ctx.task.instance_id
+            # Guarded like a state write: two invocations of one tree spawning at once cannot both
+            # take the last places; the loser re-runs on the new count.
+            messages.append(
+                (KV_PREFIX + tree_key(root), str(count + spawns).encode(), {_ELSS: str(revision)})
+            )
         consumed = [e for e in outcome.effects if isinstance(e, RepliesConsumed)]
         if consumed and consumed[0].seqs:
             messages.append(

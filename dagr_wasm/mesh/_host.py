@@ -64,6 +64,7 @@ from ._layout import (
     record_subject,
     sched_subject,
     tasks_stream,
+    tree_key,
     trusted_subject,
     wake_subject,
 )
@@ -409,6 +410,7 @@ class Host:
             view = KvStateView(self._reader, loop, instance=task.instance_id, specialist=name)
             inbox = LazyInbox(self._js, self._reader, loop, instance=task.instance_id)
             limits = spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits
+            tree_count = await self._tree_count(task, spec)
             invocation = Invocation(
                 task_id=task.task_id,
                 instance_id=task.instance_id,
@@ -423,6 +425,8 @@ class Host:
                 inbox=inbox,
                 spawnable=self.catalog.spawnable,
                 now_unix_ms=int(time.time() * 1000),
+                spawn_depth=task.depth,
+                tree_spawns_left=max(limits.max_tree_instances - 1 - tree_count[0], 0),
             )
             outcome = await self._workers.run(self._executor.run, agent, invocation)
             if outcome.status is Status.ERROR:
@@ -441,7 +445,7 @@ class Host:
                     await self._commit_final(task, spec, attempt, now_ms, outcome)
                     await msg.ack()
                 return
-            ctx = await self._context(task, spec, attempt, outcome, inbox)
+            ctx = replace(await self._context(task, spec, attempt, outcome, inbox), tree_count=tree_count)
             try:
                 fresh = await self._committer.commit(ctx, outcome)
             except CommitConflict:
@@ -503,6 +507,15 @@ class Host:
         await self._js.publish(
             record_subject(task.instance_id), record, headers={"Nats-Msg-Id": f"{task.task_id}.a{attempt}"}
         )
+
+    async def _tree_count(self, task: Task, spec: SpecialistVersion) -> tuple[int, int]:
+        """The instances of ``task``'s spawn tree besides its root, and the count's revision."""
+        if not spec.grants.spawn:
+            return 0, 0  # it cannot spawn: spare the read
+        found = await self._reader.raw(tree_key(task.root_id or task.instance_id))
+        if found is None or found[2]:
+            return 0, found[1] if found is not None else 0
+        return int(found[0].decode() or 0), found[1]
 
     async def _failures(self, task_id: str) -> int:
         """How many attempts at ``task_id`` the agent failed so far."""

@@ -145,6 +145,11 @@ def failures_key(task_id: str) -> str:
     return f"f.{task_id}"
 
 
+def tree_key(root: str) -> str:
+    """How many instances the spawn tree of ``root`` holds besides the root (guarded in commits)."""
+    return f"t.{root}"
+
+
 def cursor_key(instance: str) -> str:
     return f"c.{instance}.inbox"
 

@@ -44,7 +44,7 @@ from ..invocation import (
     Suspend,
     child_instance_id,
 )
-from ..policy import WakeRefused, is_reserved_subject, is_valid_subject, resolve_wake
+from ..policy import MAX_SPAWN_DEPTH, WakeRefused, is_reserved_subject, is_valid_subject, resolve_wake
 from ._memory import MeteredMemories
 from ._wasi import RESOURCE_IDS, WASI_INTERFACES, WASI_VERSION, Interface, WasiCall, WasiTable, wasi_impl
 
@@ -292,6 +292,16 @@ def _spawn(rec: Recorder, specialist: str, context: str, reply_to: str | None) -
             return rec.refuse("denied", f"reply-to {reply_to!r} is not granted: grants.publish")
     if rec.spawns >= rec.limits.max_spawns:
         return rec.refuse("quota-exceeded", f"more than max_spawns={rec.limits.max_spawns}")
+    if rec.invocation.spawn_depth + 1 > MAX_SPAWN_DEPTH:
+        depth = rec.invocation.spawn_depth + 1
+        return rec.refuse("quota-exceeded", f"a child would be at depth {depth}, past {MAX_SPAWN_DEPTH}")
+    left = rec.invocation.tree_spawns_left
+    if left is not None and rec.spawns >= left:
+        return rec.refuse(
+            "quota-exceeded",
+            "the spawn tree has used its budget of instances "
+            f"(limits.max_tree_instances={rec.limits.max_tree_instances})",
+        )
     if (refused := rec.charge_write(len(specialist) + len(context.encode()))) is not None:
         return refused
     child_id = child_instance_id(rec.invocation.task_id, rec.spawns)

@@ -68,6 +68,13 @@ class Arena:
     def url(self) -> str:
         return self.server.url
 
+    @property
+    def cli_flags(self) -> list[str]:
+        """``--nats URL --creds admin.nk``: the CLI against the arena, as its operator."""
+        credentials = self.server.credentials
+        assert credentials is not None
+        return ["--nats", self.url, "--creds", str(credentials.seed_file(Role.ADMIN))]
+
     async def deploy(
         self,
         wasm: bytes,

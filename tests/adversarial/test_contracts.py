@@ -95,7 +95,7 @@ def _deploy(arena: Arena, tmp_path: Path, wasm: bytes, name: str) -> int:
     manifest.write_text(f'name = "{name}"\n')
     dagr = Path(sys.executable).parent / "dagr"
     done = subprocess.run(
-        [str(dagr), "deploy", str(module), "--manifest", str(manifest), "--nats", arena.url],
+        [str(dagr), "deploy", str(module), "--manifest", str(manifest), *arena.cli_flags],
         capture_output=True,
         text=True,
         timeout=120,

@@ -44,7 +44,7 @@ async def test_a_grant_that_reaches_the_runtime_is_refused_at_deploy(
     registry_before = (await arena.mesh.js.stream_info(f"KV_{REGISTRY_BUCKET}")).state.messages
     done = await asyncio.to_thread(
         subprocess.run,
-        [DAGR, "deploy", str(module), "--manifest", str(manifest), "--nats", arena.url],
+        [DAGR, "deploy", str(module), "--manifest", str(manifest), *arena.cli_flags],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr

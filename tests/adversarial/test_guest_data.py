@@ -49,13 +49,13 @@ def dagr(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 class Cli:
     """The CLI in this process (its own thread: it runs an event loop of its own)."""
 
-    def __init__(self, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    def __init__(self, capsys: pytest.CaptureFixture[str], flags: list[str]) -> None:
         self.capsys = capsys
-        self.url = url
+        self.flags = flags
 
     async def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         self.capsys.readouterr()
-        code = await asyncio.to_thread(main, [*args, "--nats", self.url])
+        code = await asyncio.to_thread(main, [*args, *self.flags])
         out, err = self.capsys.readouterr()
         return subprocess.CompletedProcess(list(args), code, out, err)
 
@@ -64,7 +64,7 @@ class Cli:
 async def test_every_command_renders_a_hostile_result(
     arena: Arena, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
-    cli = Cli(capsys, arena.url)
+    cli = Cli(capsys, arena.cli_flags)
     name = await arena.deploy(_returns(NASTY[case]))
     status = await arena.run(name)
     assert status["state"] == "finished"
@@ -129,7 +129,7 @@ ESC = "\x1b"
 async def test_guest_text_reaches_the_terminal_inert(
     arena: Arena, built: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cli = Cli(capsys, arena.url)
+    cli = Cli(capsys, arena.cli_flags)
     name = await arena.deploy(built["hostile-output"].read_bytes())
     ok = await arena.run(name, "escapes")
     failed = await arena.run(name, "fail")

@@ -268,7 +268,13 @@ def test_unknown_specialist(dagr: Dagr) -> None:
 def test_bad_reply_to_subject(dagr: Dagr) -> None:
     code, _, err = dagr("spawn", "echo", "--reply-to", "agents.main.*")
     assert code == 2
-    assert "not a valid NATS subject" in err
+    assert "not a subject results can go to" in err
+
+
+def test_a_reply_to_on_the_runtimes_subjects_is_refused(dagr: Dagr) -> None:
+    code, _, err = dagr("spawn", "echo", "--reply-to", "dagr.cancel.someone")
+    assert code == 2
+    assert "outside the runtime's own subjects" in err
 
 
 def test_register_with_a_missing_config_file_stores_nothing(dagr: Dagr) -> None:

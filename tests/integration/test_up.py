@@ -27,8 +27,10 @@ def free_port() -> int:
         return port
 
 
-def dagr(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([DAGR, *args, "--nats", url], capture_output=True, text=True, timeout=300)
+def dagr(*args: str, url: str, data: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user on the same machine runs it: it finds `dagr up`'s credentials in the data dir."""
+    env = {**os.environ, "DAGR_DATA_DIR": str(data)}
+    return subprocess.run([DAGR, *args, "--nats", url], capture_output=True, text=True, timeout=300, env=env)
 
 
 def start_up(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -54,10 +56,19 @@ def test_dagr_up_serves_agents_and_stops_cleanly_keeping_data(tmp_path: Path, bu
     log = tmp_path / "up.log"
     up = start_up(tmp_path / "data", port, log)
     try:
-        deployed = dagr("deploy", str(ROOT / "agents" / "counter"), url=url)
+        deployed = dagr("deploy", str(ROOT / "agents" / "counter"), url=url, data=tmp_path / "data")
         assert deployed.returncode == 0, deployed.stderr
-        instance = dagr("start", "--agent", "counter", url=url).stdout.strip()
-        result = dagr("result", instance, "--wait", "--timeout", "60", "--json", url=url)
+        # Authorization is on by default: without `dagr up`'s credentials nothing gets in.
+        stranger = dagr("list", "specialists", url=url, data=tmp_path / "elsewhere")
+        assert stranger.returncode == 1
+        assert "refused the connection" in stranger.stderr and "without credentials" in stranger.stderr
+        keys = sorted(p.name for p in (tmp_path / "data" / "credentials").iterdir())
+        assert keys == ["admin.nk", "host.nk", "submitter.nk"]
+        assert all((tmp_path / "data" / "credentials" / k).stat().st_mode & 0o777 == 0o600 for k in keys)
+        instance = dagr("start", "--agent", "counter", url=url, data=tmp_path / "data").stdout.strip()
+        result = dagr(
+            "result", instance, "--wait", "--timeout", "60", "--json", url=url, data=tmp_path / "data"
+        )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["ok"] == {"cbor": {"count": 1}}
     finally:
@@ -69,10 +80,10 @@ def test_dagr_up_serves_agents_and_stops_cleanly_keeping_data(tmp_path: Path, bu
     # The next start finds everything where it was.
     up = start_up(tmp_path / "data", port, log)
     try:
-        status = dagr("status", instance, "--json", url=url)
+        status = dagr("status", instance, "--json", url=url, data=tmp_path / "data")
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["state"] == "finished"
-        listed = dagr("list", "specialists", url=url)
+        listed = dagr("list", "specialists", url=url, data=tmp_path / "data")
         assert '- counter: "' in listed.stdout
     finally:
         up.send_signal(signal.SIGINT)

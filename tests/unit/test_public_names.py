@@ -54,6 +54,7 @@ PUBLIC = {
     ],
     "dagr_wasm.mesh": [
         "ConnectOptions",
+        "Credentials",
         "DeadLetter",
         "EmbeddedServer",
         "Executor",
@@ -69,6 +70,7 @@ PUBLIC = {
         "Lineage",
         "Mesh",
         "Registry",
+        "Role",
         "ServerConfig",
         "SpawnEdge",
         "SpecialistVersion",
