@@ -13,6 +13,7 @@ The type decides the fate of the failure::
     │   ├── NotFoundError          a specialist, instance or file that does not exist
     │   ├── NotDeployed            a specialist registered without a module
     │   ├── InstanceStateError     an action the instance's state does not allow (cancel a finished one)
+    │   ├── GrantEscalation        a deploy that widens a specialist's grants, not approved
     │   └── PermissionDenied       the credentials' role may not do this (the server refused it)
     └── RuntimeFailure             the runtime could not do its job: exit code 1, safe to retry
         ├── ServerError            the embedded nats-server would not start or stop
@@ -33,6 +34,7 @@ __all__ = [
     "CommitConflict",
     "ConnectionFailure",
     "DagrError",
+    "GrantEscalation",
     "InstanceStateError",
     "LayoutMissing",
     "ManifestError",
@@ -140,6 +142,19 @@ class InstanceStateError(UsageError):
         self.action = action
         tail = f" {hint}" if hint else ""
         super().__init__(f"cannot {action} instance {instance}: it is {state}.{tail}")
+
+
+class GrantEscalation(UsageError):
+    """A deploy that would give a specialist more capabilities than its current version has."""
+
+    def __init__(self, name: str, more: list[str]) -> None:
+        self.name = name
+        self.more = more
+        listed = "\n".join(f"  + {line}" for line in more)
+        super().__init__(
+            f"deploying {name} would grant it more than its current version has:\n{listed}\n"
+            "Review what the new code may do, then deploy again with --approve-grants. Nothing was stored."
+        )
 
 
 class PermissionDenied(UsageError):

@@ -103,6 +103,19 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(p_tokens) == len(s_tokens)
 
 
+def _covers(old: str, new: str) -> bool:
+    """Whether every subject pattern ``new`` matches is matched by ``old`` too."""
+    old_tokens, new_tokens = old.split("."), new.split(".")
+    for i, token in enumerate(old_tokens):
+        if token == ">":
+            return len(new_tokens) > i
+        if i >= len(new_tokens) or new_tokens[i] == ">":
+            return False
+        if token != "*" and token != new_tokens[i]:
+            return False
+    return len(old_tokens) == len(new_tokens)
+
+
 class Limits(BaseModel):
     """Per-invocation resource limits. Every field is a hard cap enforced by the sandbox."""
 
@@ -204,6 +217,19 @@ class Grants(BaseModel):
                 "e.g. agents.main.results, and spawn specialists with grants.spawn"
             )
         return value
+
+    def escalations_over(self, previous: Grants) -> list[str]:
+        """What these grants allow that ``previous`` did not, one line each (empty: nothing more).
+
+        Shown when a deploy would widen a specialist's capabilities, which then needs approval.
+        """
+        more = [f"publish {p}" for p in self.publish if not any(_covers(old, p) for old in previous.publish)]
+        more += [f"spawn {name}" for name in self.spawn if name not in previous.spawn]
+        if self.kv_scope == "specialist" and previous.kv_scope == "instance":
+            more.append("kv_scope specialist (shared state of every instance)")
+        if self.max_suspend_s > previous.max_suspend_s:
+            more.append(f"max_suspend_s {previous.max_suspend_s} -> {self.max_suspend_s}")
+        return more
 
     def broad_patterns(self) -> list[str]:
         """Publish patterns with a wildcard in their first two tokens: allowed, but worth a look."""

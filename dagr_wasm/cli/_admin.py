@@ -24,6 +24,7 @@ from ..mesh import InstanceResult, JournalRecord, Mesh, TreeNode
 from ..payload import to_tagged
 from ._connect import Connection, with_connection
 from ._render import (
+    ApproveGrants,
     JsonFlag,
     dead_letter_row,
     err_console,
@@ -107,6 +108,7 @@ def register_specialist_command(
             "--module", help="Its .wasm, or an agent directory to build. Default: ./agents/NAME if present."
         ),
     ] = None,
+    approve_grants: ApproveGrants = False,
     json_out: JsonFlag = False,
     *,
     connection: Connection,
@@ -147,7 +149,7 @@ def register_specialist_command(
 
     async def register(mesh: Mesh) -> Any:
         await mesh.ensure_layout()
-        return await mesh.registry.deploy(manifest, wasm)
+        return await mesh.registry.deploy(manifest, wasm, approve_grants=approve_grants)
 
     version = _with_mesh(connection, register)
     if json_out:

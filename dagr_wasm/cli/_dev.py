@@ -136,7 +136,8 @@ async def _deploy(mesh: Mesh, agent: _Agent, view: _View) -> None:
     agent.digest = await asyncio.to_thread(source_digest, agent.path)
     view.say(f"building {agent.path}")
     ready: Deployable = await asyncio.to_thread(prepare, agent.path)
-    version = await mesh.deploy(ready.manifest, ready.wasm)
+    # The author's own loop on a private server: a grant they add is theirs to make.
+    version = await mesh.deploy(ready.manifest, ready.wasm, approve_grants=True)
     agent.name = ready.manifest.name
     view.event("deployed", f"deployed {agent.name} version {version.version}",
                specialist=agent.name, version=version.version, digest=ready.digest)  # fmt: skip

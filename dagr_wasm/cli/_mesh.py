@@ -23,7 +23,7 @@ from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, Role, ServerC
 from ..paths import compiled_cache_dir, credentials_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
-from ._render import JsonFlag, err_console, print_json, stdout_console, warn_broad_grants
+from ._render import ApproveGrants, JsonFlag, err_console, print_json, stdout_console, warn_broad_grants
 
 __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
 
@@ -233,11 +233,15 @@ def deploy_command(
     manifest: Annotated[
         Path | None, typer.Option("--manifest", help="Its dagr.toml (default: AGENT/dagr.toml).")
     ] = None,
+    approve_grants: ApproveGrants = False,
     json_out: JsonFlag = False,
     *,
     connection: Connection,
 ) -> None:
     """Deploy an agent as a specialist: validate it, upload its module, register a new version.
+
+    A version that asks for more grants than the current one (a new publish subject or spawnable
+    specialist, shared state, a longer suspend) is refused until --approve-grants, with the difference.
 
     Example: dagr deploy agents/stock-analyst
     """
@@ -246,7 +250,7 @@ def deploy_command(
 
     async def main() -> Any:
         async with await Mesh.connect(connection.options()) as mesh:
-            return await mesh.deploy(ready.manifest, ready.wasm)
+            return await mesh.deploy(ready.manifest, ready.wasm, approve_grants=approve_grants)
 
     version = run_async(main)
     if json_out:

@@ -33,6 +33,7 @@ from ..payload import decode_map, to_tagged
 from ..policy import Grants
 
 __all__ = [
+    "ApproveGrants",
     "JsonFlag",
     "dead_letter_row",
     "describe",
@@ -50,6 +51,15 @@ __all__ = [
     "stdout_console",
     "tree_view",
     "warn_broad_grants",
+]
+
+#: The flag a deploy needs when it widens a specialist's grants.
+ApproveGrants = Annotated[
+    bool,
+    typer.Option(
+        "--approve-grants",
+        help="Allow this version more grants than the current one has (the difference is shown first).",
+    ),
 ]
 
 #: The --json flag every data command takes.

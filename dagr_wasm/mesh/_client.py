@@ -192,9 +192,12 @@ class Mesh:
     # -- specialists -----------------------------------------------------------------------------
 
     @nats_seam
-    async def deploy(self, manifest: Manifest, wasm: bytes | None) -> SpecialistVersion:
+    async def deploy(
+        self, manifest: Manifest, wasm: bytes | None, *, approve_grants: bool = False
+    ) -> SpecialistVersion:
+        """Lay out (if needed) and register a new version (see ``Registry.deploy``)."""
         await self.ensure_layout()
-        return await self.registry.deploy(manifest, wasm)
+        return await self.registry.deploy(manifest, wasm, approve_grants=approve_grants)
 
     # -- instances -------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError, ObjectNotFoundError
 
-from ..errors import ModuleError, RuntimeFailure
+from ..errors import GrantEscalation, ModuleError, RuntimeFailure
 from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
 from ..policy import Grants, Limits
@@ -101,12 +101,21 @@ class Registry:
     # -- writing ---------------------------------------------------------------------------------
 
     @nats_seam
-    async def deploy(self, manifest: Manifest, wasm: bytes | None) -> SpecialistVersion:
+    async def deploy(
+        self, manifest: Manifest, wasm: bytes | None, *, approve_grants: bool = False
+    ) -> SpecialistVersion:
         """Register ``manifest`` as the next version, with ``wasm`` as its module (if given).
 
         The caller validates the module as a component first (the mesh does not load wasm); here it
-        is only checked to be component bytes. Raises ``ModuleError`` before anything is stored.
+        is only checked to be component bytes. Raises ``ModuleError`` before anything is stored,
+        and ``GrantEscalation`` if the new grants allow more than the current version's, unless
+        ``approve_grants``: widening what a specialist may do is a decision, not a side effect.
         """
+        if not approve_grants:
+            current = await self.current(manifest.name)
+            more = manifest.grants.escalations_over(current.grants) if current is not None else []
+            if more:
+                raise GrantEscalation(manifest.name, more)
         digest = None
         if wasm is not None:
             if wasm[:8] != _WASM_COMPONENT:

@@ -578,3 +578,30 @@ def test_delete_specialist_is_refused_while_instances_wait_unless_forced(
     )
     assert code == 0, err
     assert json.loads(out)["version"] == 2
+
+
+def test_a_deploy_that_widens_grants_needs_approval(
+    dagr: Dagr, built: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issue 9: a new version asking for more than the current one is shown and refused until
+    --approve-grants; nothing is stored meanwhile; narrowing needs no approval."""
+    name = f"grants-{int(time.time() * 1000) % 10**8}"
+    manifest = tmp_path / "dagr.toml"
+    manifest.write_text(f'name = "{name}"\n[grants]\npublish = ["agents.main.results"]\n')
+    module = str(built["echo"])
+    assert dagr("deploy", module, "--manifest", str(manifest))[0] == 0
+    manifest.write_text(
+        f'name = "{name}"\n[grants]\npublish = ["agents.main.>"]\nspawn = ["echo"]\nkv_scope = "specialist"\n'
+    )
+    code, out, err = dagr("deploy", module, "--manifest", str(manifest), "--json")
+    assert code == 2
+    assert "+ publish agents.main.>" in err and "+ spawn echo" in err and "+ kv_scope specialist" in err
+    assert json.loads(out)["error"]["type"] == "GrantEscalation"
+    [entry] = [s for s in dagr.json("list", "specialists")["specialists"] if s["name"] == name]
+    assert entry["version"] == 1 and entry["grants"]["publish"] == ["agents.main.results"]
+    code, _, err = dagr("deploy", module, "--manifest", str(manifest), "--approve-grants")
+    assert code == 0, err
+    manifest.write_text(f'name = "{name}"\n[grants]\npublish = ["agents.main.results"]\n')
+    assert dagr("deploy", module, "--manifest", str(manifest))[0] == 0  # narrower: no approval needed
+    [entry] = [s for s in dagr.json("list", "specialists")["specialists"] if s["name"] == name]
+    assert entry["version"] == 3
