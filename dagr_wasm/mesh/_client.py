@@ -124,6 +124,7 @@ async def connect_nats(options: ConnectOptions) -> NATS:
 
     violations = Violations()
     refused: list[str] = []
+    untrusted: list[str] = []
 
     async def on_error(exc: Exception) -> None:
         # nats-py's default prints a traceback for every failed (re)connect attempt; a refused
@@ -133,11 +134,22 @@ async def connect_nats(options: ConnectOptions) -> NATS:
             violations.note(str(exc))
         if isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower():
             refused.append(str(exc))
+        if "certificate" in str(exc).lower() or "ssl" in type(exc).__name__.lower():
+            untrusted.append(str(exc))
 
     kwargs["error_cb"] = on_error
+    # nats-py can keep retrying a TLS handshake it cannot complete without end; a command must fail.
+    bound_s = options.connect_timeout_s * (max(options.max_reconnect_attempts, 0) + 2) + 2
     try:
-        client = await nats.connect(**kwargs)
+        client = await asyncio.wait_for(nats.connect(**kwargs), timeout=bound_s)
     except (NoServersError, OSError, NatsTimeout, TimeoutError) as exc:
+        if untrusted:
+            raise ConnectionFailure(
+                url,
+                f"its TLS certificate cannot be verified ({untrusted[-1][:160]}); pass the CA that "
+                "signed it with --tls-ca",
+                refused=True,
+            ) from None
         if refused:
             given = (
                 "these credentials"
@@ -151,6 +163,9 @@ async def connect_nats(options: ConnectOptions) -> NATS:
                 "machine find them): pass one with --creds",
                 refused=True,
             ) from None
+        if isinstance(exc, TimeoutError) and not str(exc):
+            reason = f"no connection within {bound_s:.0f} s (if the server requires TLS, pass --tls-ca)"
+            raise ConnectionFailure(url, reason) from None
         raise ConnectionFailure(url, str(exc) or type(exc).__name__) from None
     except Exception as exc:  # auth errors and friends come as assorted nats-py types
         raise ConnectionFailure(url, f"{type(exc).__name__}: {exc}") from None

@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from dagr_wasm import paths
 from dagr_wasm.errors import ServerError
@@ -143,6 +143,16 @@ class ServerConfig(BaseModel):
     #: each with its role's permissions (``_auth.py``). None: no authorization at all, anyone who
     #: reaches the port is an operator (``dagr up --insecure-no-auth``).
     credentials_dir: Path | None = None
+    #: TLS for clients: the server's certificate and key (PEM). Clients then need the CA that
+    #: signed it (``--tls-ca``); the monitoring port stays plain HTTP on its own listener.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        return self
 
     @property
     def resolved_log_file(self) -> Path:
@@ -469,6 +479,13 @@ class EmbeddedServer:
         lines.append("}")
         if cfg.credentials_dir is not None:
             lines += _authorization(Credentials.ensure(cfg.credentials_dir))
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            lines += [
+                "tls {",
+                f"  cert_file: {_q(str(cfg.tls_cert))}",
+                f"  key_file: {_q(str(cfg.tls_key))}",
+                "}",
+            ]
         if cfg.cluster is not None:
             cl = cfg.cluster
             routes = ", ".join(_q(r) for r in cl.routes)
