@@ -7,6 +7,10 @@ process runs such tasks, and so does any other host on the mesh: the gateway wor
 cut off from the rest, and shares the load when it is not.
 
     NATS_URL=nats://127.0.0.1:4222 python host/edge_gateway.py
+
+It connects twice, with the least each side needs: as a ``host`` to run tasks and as a
+``submitter`` to start them. The keys are `dagr up`'s (``<data dir>/credentials/host.nk`` and
+``submitter.nk``) unless HOST_CREDS / SUBMITTER_CREDS name others.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from collections.abc import AsyncIterator
 
 import cbor2
 
-from dagr_wasm.mesh import ConnectOptions, Host, HostConfig, Mesh
-from dagr_wasm.paths import compiled_cache_dir
+from dagr_wasm.mesh import ConnectOptions, Host, HostConfig, Mesh, Role
+from dagr_wasm.paths import compiled_cache_dir, credentials_dir
 from dagr_wasm.sandbox import Sandbox
 
 SPECIALIST = os.environ.get("SPECIALIST", "echo")
@@ -39,8 +43,17 @@ async def feed(mesh: Mesh) -> None:
     async for reading in readings():
         instance = await mesh.spawn(SPECIALIST, json.dumps(reading))
         result = await mesh.result(instance, wait=True, timeout_s=30)
-        answer = cbor2.loads(result["ok"]) if result and result.get("ok") else result
+        answer = cbor2.loads(result.ok) if result is not None and result.ok else result
         print(f"{reading} -> {answer}", flush=True)
+
+
+def _options(role: Role) -> ConnectOptions:
+    seed = os.environ.get(f"{role.value.upper()}_CREDS") or str(credentials_dir() / f"{role.value}.nk")
+    return ConnectOptions(
+        servers=(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),),
+        nkey_seed_file=seed if os.path.isfile(seed) else None,
+        role=role,
+    )
 
 
 async def main() -> None:
@@ -49,15 +62,18 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    options = ConnectOptions(servers=(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),))
     # An edge box is small: at most two agent instances at once, on worker threads. The sandbox
     # compiles each module once and keeps it in this machine's cache.
     with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
-        async with await Mesh.connect(options) as mesh, asyncio.TaskGroup() as tasks:
-            host = Host(mesh.nc, mesh.js, sandbox, HostConfig(concurrency=2, host_id="edge-gateway"))
+        async with (
+            await Mesh.connect(_options(Role.HOST)) as hosting,
+            await Mesh.connect(_options(Role.SUBMITTER)) as submitting,
+            asyncio.TaskGroup() as tasks,
+        ):
+            host = Host(hosting.nc, hosting.js, sandbox, HostConfig(concurrency=2, host_id="edge-gateway"))
             serving = tasks.create_task(host.run())
             await host.ready.wait()
-            feeder = tasks.create_task(feed(mesh))
+            feeder = tasks.create_task(feed(submitting))
             await stop.wait()
             feeder.cancel()
             # Finishes or hands back its in-flight invocations before the connection closes.
