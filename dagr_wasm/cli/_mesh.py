@@ -20,6 +20,7 @@ import typer
 
 from ..deploy import prepare
 from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, Role, ServerConfig, default_store_dir
+from ..mesh._auth import sign_module
 from ..paths import compiled_cache_dir, credentials_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
@@ -45,6 +46,7 @@ async def serve_host(
     quiet: bool = False,
     workers: int | None = None,
     specialist_concurrency: int | None = None,
+    trusted_publishers: frozenset[str] = frozenset(),
 ) -> Host:
     """Run a host on ``mesh`` until ``stop`` is set, then stop it gracefully."""
     sandbox = Sandbox(cache_dir=compiled_cache_dir())
@@ -55,6 +57,7 @@ async def serve_host(
         host_id=host_id,
         workers=workers,
         specialist_concurrency=specialist_concurrency,
+        trusted_publishers=trusted_publishers,
     )
     host = Host(mesh.nc, mesh.js, sandbox, config)
     try:
@@ -199,6 +202,15 @@ def host_command(
             help="Slots one specialist may hold (default: half, at least 1).",
         ),
     ] = None,
+    trusted_publishers: Annotated[
+        str | None,
+        typer.Option(
+            "--trusted-publishers",
+            envvar="DAGR_TRUSTED_PUBLISHERS",
+            help="Comma-separated nkey public keys: run only modules signed by one of them "
+            "(others end dead, with the reason).",
+        ),
+    ] = None,
     *,
     connection: Connection,
 ) -> None:
@@ -207,6 +219,7 @@ def host_command(
     Example: dagr host --nats nats://10.0.0.5:4222,nats://10.0.0.6:4222 --concurrency 16 --replicas 3
     """
     options = connection.options(for_host=True)
+    trusted = frozenset(key.strip() for key in (trusted_publishers or "").split(",") if key.strip())
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -220,6 +233,7 @@ def host_command(
                 stop=stop,
                 workers=workers,
                 specialist_concurrency=specialist_concurrency,
+                trusted_publishers=trusted,
             )
         finally:
             await mesh.close()
@@ -234,6 +248,14 @@ def deploy_command(
         Path | None, typer.Option("--manifest", help="Its dagr.toml (default: AGENT/dagr.toml).")
     ] = None,
     approve_grants: ApproveGrants = False,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            help="Sign the module with this nkey seed: hosts started with --trusted-publishers run "
+            "only modules signed by one of their keys.",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
     *,
     connection: Connection,
@@ -247,10 +269,11 @@ def deploy_command(
     """
     ready = prepare(agent, manifest_path=manifest)
     warn_broad_grants(ready.manifest.grants)
+    signed = sign_module(sign, ready.manifest.name, ready.digest) if sign is not None else None
 
     async def main() -> Any:
         async with await Mesh.connect(connection.options()) as mesh:
-            return await mesh.deploy(ready.manifest, ready.wasm, approve_grants=approve_grants)
+            return await mesh.deploy(ready.manifest, ready.wasm, approve_grants=approve_grants, signed=signed)
 
     version = run_async(main)
     if json_out:
@@ -259,6 +282,7 @@ def deploy_command(
         stdout_console.print(
             f"deployed [bold]{version.name}[/bold] version {version.version} "
             f"(module {ready.digest[:12]}, {len(ready.wasm) / 1e6:.1f} MB) on topic {version.topic}"
+            + (f", signed by {version.signer}" if version.signer else ", unsigned")
         )
 
 

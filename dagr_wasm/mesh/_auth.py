@@ -29,10 +29,19 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["Credentials", "Role", "role_permissions"]
+__all__ = [
+    "Credentials",
+    "Role",
+    "Signature",
+    "module_statement",
+    "role_permissions",
+    "sign_module",
+    "verify_module",
+]
 
 
 class Role(enum.StrEnum):
@@ -131,3 +140,69 @@ def _check_private(path: Path) -> None:
             f"{info.st_mode & 0o777:o}); anyone who can read it acts with its role. "
             f"Run `chmod 600 {path}`, or delete it to have a new one made."
         )
+
+
+# --- signed modules --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A publisher's ed25519 signature over a specialist's module: ``signer`` is its nkey public key."""
+
+    signer: str
+    signature: str  # base64
+
+
+def module_statement(name: str, digest: str) -> bytes:
+    """What a publisher signs: this module, as this specialist (a signature cannot be moved to
+    another specialist's name, nor to other bytes)."""
+    return f"dagr-module\n{name}\n{digest}".encode()
+
+
+def sign_module(seed_file: Path, name: str, digest: str) -> Signature:
+    """Sign ``digest`` as ``name``'s module with the nkey seed in ``seed_file``."""
+    import base64
+
+    import nkeys
+
+    try:
+        key = nkeys.from_seed(bytearray(seed_file.read_bytes().strip()))
+    except (OSError, nkeys.NkeysError, ValueError) as exc:
+        raise UsageError(
+            f"--sign {seed_file}: not an nkey seed ({type(exc).__name__}); make one with "
+            "`nk -gen user` or use a role's key from `dagr up`'s credentials/"
+        ) from None
+    signature = base64.b64encode(key.sign(module_statement(name, digest))).decode()
+    return Signature(signer=key.public_key.decode(), signature=signature)
+
+
+def verify_module(name: str, digest: str, signed: Signature | None, trusted: frozenset[str]) -> str | None:
+    """Why a host that trusts ``trusted`` publishers must not run this module (None: it may)."""
+    import base64
+
+    if not trusted:
+        return None
+    if signed is None:
+        return "the module is not signed, and this host runs only modules of trusted publishers"
+    if signed.signer not in trusted:
+        return f"the module is signed by {signed.signer[:12]}..., not a publisher this host trusts"
+    try:
+        _verify_key(signed.signer).verify(
+            module_statement(name, digest), base64.b64decode(signed.signature, validate=True)
+        )
+    except Exception:  # a bad key, bad base64 or a signature that does not verify: all the same
+        return "the module's signature does not verify (tampered, or signed for other bytes or another name)"
+    return None
+
+
+def _verify_key(public: str) -> Any:
+    """The ed25519 key of an nkey public key (base32 of prefix, 32 key bytes, crc16)."""
+    import base64
+
+    import nacl.signing
+    import nkeys
+
+    raw = base64.b32decode(public + "=" * (-len(public) % 8))
+    if len(raw) != 35 or nkeys.crc16_checksum(raw[:-2]) != raw[-2:]:
+        raise ValueError("not an nkey public key")
+    return nacl.signing.VerifyKey(raw[1:33])

@@ -40,7 +40,7 @@ from ..policy import (
     is_valid_subject_pattern,
     resolve_wake,
 )
-from ._auth import Role
+from ._auth import Role, Signature
 from ._commit import iso_at
 from ._layout import (
     DEAD_STREAM,
@@ -208,11 +208,16 @@ class Mesh:
 
     @nats_seam
     async def deploy(
-        self, manifest: Manifest, wasm: bytes | None, *, approve_grants: bool = False
+        self,
+        manifest: Manifest,
+        wasm: bytes | None,
+        *,
+        approve_grants: bool = False,
+        signed: Signature | None = None,
     ) -> SpecialistVersion:
         """Lay out (if needed) and register a new version (see ``Registry.deploy``)."""
         await self.ensure_layout()
-        return await self.registry.deploy(manifest, wasm, approve_grants=approve_grants)
+        return await self.registry.deploy(manifest, wasm, approve_grants=approve_grants, signed=signed)
 
     # -- instances -------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from nats.js.errors import APIError, NotFoundError
 from ..errors import CommitConflict
 from ..invocation import ErrorKind, GuestError, Invocation, Outcome, Status
 from ..policy import Capabilities, Limits
+from ._auth import Signature, verify_module
 from ._catalog import MAX_AGENTS, Catalog, Lru
 from ._commit import (
     CommitContext,
@@ -127,6 +128,10 @@ class HostConfig:
     drain_timeout_s: float = 30.0
     #: Loaded components kept in memory at most (the least recently used is dropped first).
     max_loaded_agents: int = MAX_AGENTS
+    #: nkey public keys of the publishers whose signed modules this host runs; empty: any module.
+    #: A task of a version that is unsigned, signed by anyone else, or whose signature does not
+    #: verify ends ``dead`` with the reason (its instance's status says why).
+    trusted_publishers: frozenset[str] = frozenset()
     host_id: str = "host"
 
 
@@ -379,6 +384,17 @@ class Host:
             await msg.ack()
             return
 
+        signed = Signature(spec.signer, spec.signature) if spec.signer and spec.signature else None
+        refusal = verify_module(spec.name, spec.digest, signed, self.config.trusted_publishers)
+        if refusal is not None:
+            untrusted = GuestError(
+                ErrorKind.DENIED, f"this host does not run version {spec.version}: {refusal}"
+            )
+            await self._commit_final(
+                task, spec, attempt, now_ms, Outcome(status=Status.ERROR, error=untrusted)
+            )
+            await msg.ack()
+            return
         agent = await self.catalog.agent_for(spec)
         # One invocation per instance at a time on this host: concurrent ones would only conflict on
         # the instance's state and re-run. Other hosts may still race; the commit's guards settle it.

@@ -30,6 +30,7 @@ from ..errors import GrantEscalation, ModuleError, RuntimeFailure
 from ..errors import NotFoundError as DagrNotFound
 from ..manifest import Manifest
 from ..policy import Grants, Limits
+from ._auth import Signature
 from ._layout import MODULES_BUCKET, REGISTRY_BUCKET, Layout, ensure_specialist
 from ._nats_errors import nats_seam, nats_seam_iter
 
@@ -56,6 +57,10 @@ class SpecialistVersion:
     digest: str | None
     size_bytes: int
     deployed_ms: int
+    #: An ed25519 signature (base64) by ``signer`` (an nkey public key) over the name and digest
+    #: (``_auth.module_statement``); hosts with trusted publishers run only modules they signed.
+    signature: str | None = None
+    signer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -76,6 +81,8 @@ class SpecialistVersion:
             digest=doc.get("digest"),
             size_bytes=int(doc.get("size_bytes", 0)),
             deployed_ms=int(doc.get("deployed_ms", 0)),
+            signature=doc.get("signature"),
+            signer=doc.get("signer"),
         )
 
 
@@ -102,7 +109,12 @@ class Registry:
 
     @nats_seam
     async def deploy(
-        self, manifest: Manifest, wasm: bytes | None, *, approve_grants: bool = False
+        self,
+        manifest: Manifest,
+        wasm: bytes | None,
+        *,
+        approve_grants: bool = False,
+        signed: Signature | None = None,
     ) -> SpecialistVersion:
         """Register ``manifest`` as the next version, with ``wasm`` as its module (if given).
 
@@ -151,6 +163,8 @@ class Registry:
                 digest=digest,
                 size_bytes=len(wasm) if wasm is not None else (previous.size_bytes if previous else 0),
                 deployed_ms=int(time.time() * 1000),
+                signature=signed.signature if signed is not None else None,
+                signer=signed.signer if signed is not None else None,
             )
             body = json.dumps(version.to_json()).encode()
             try:

@@ -605,3 +605,24 @@ def test_a_deploy_that_widens_grants_needs_approval(
     assert dagr("deploy", module, "--manifest", str(manifest))[0] == 0  # narrower: no approval needed
     [entry] = [s for s in dagr.json("list", "specialists")["specialists"] if s["name"] == name]
     assert entry["version"] == 3
+
+
+def test_deploy_sign_stores_the_publishers_signature(
+    dagr: Dagr, built: dict[str, Path], tmp_path: Path
+) -> None:
+    import secrets
+
+    import nkeys
+
+    key = tmp_path / "publisher.nk"
+    key.write_bytes(nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER))
+    name = f"signed-{secrets.token_hex(3)}"
+    manifest = tmp_path / "dagr.toml"
+    manifest.write_text(f'name = "{name}"\n')
+    version = dagr.json("deploy", str(built["echo"]), "--manifest", str(manifest), "--sign", str(key))
+    assert version["signer"] == nkeys.from_seed(bytearray(key.read_bytes())).public_key.decode()
+    assert version["signature"]
+    not_a_key = tmp_path / "not-a-key.nk"
+    not_a_key.write_text("hello")
+    code, _, err = dagr("deploy", str(built["echo"]), "--manifest", str(manifest), "--sign", str(not_a_key))
+    assert code == 2 and "not an nkey seed" in err
