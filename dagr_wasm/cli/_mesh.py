@@ -20,7 +20,7 @@ import typer
 
 from ..deploy import prepare
 from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, Role, ServerConfig, default_store_dir
-from ..mesh._auth import sign_module
+from ..mesh._auth import sign_module, verify_module
 from ..paths import compiled_cache_dir, credentials_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
@@ -271,13 +271,24 @@ def deploy_command(
     warn_broad_grants(ready.manifest.grants)
     signed = sign_module(sign, ready.manifest.name, ready.digest) if sign is not None else None
 
-    async def main() -> Any:
+    async def main() -> tuple[Any, dict[str, str]]:
         async with await Mesh.connect(connection.options()) as mesh:
-            return await mesh.deploy(ready.manifest, ready.wasm, approve_grants=approve_grants, signed=signed)
+            version = await mesh.deploy(
+                ready.manifest, ready.wasm, approve_grants=approve_grants, signed=signed
+            )
+            # Hosts that run only trusted publishers' modules will refuse this one: say so now.
+            refused = {
+                host: reason
+                for host, trusted in (await mesh.host_policies()).items()
+                if (reason := verify_module(version.name, ready.digest, signed, trusted)) is not None
+            }
+            return version, refused
 
-    version = run_async(main)
+    version, refused = run_async(main)
+    for host, reason in refused.items():
+        err_console.print(f"[yellow]warning:[/yellow] host {host} will not run this version: {reason}")
     if json_out:
-        print_json(version.to_json())
+        print_json({**version.to_json(), "refused_by": refused})
     else:
         stdout_console.print(
             f"deployed [bold]{version.name}[/bold] version {version.version} "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -220,6 +221,22 @@ class Mesh:
         return await self.registry.deploy(manifest, wasm, approve_grants=approve_grants, signed=signed)
 
     # -- instances -------------------------------------------------------------------------------
+
+    @nats_seam
+    async def host_policies(self) -> dict[str, frozenset[str]]:
+        """The running hosts (their announcements not yet expired) and the publishers whose
+        modules each runs (empty: any module)."""
+        reader = StateReader(self.js)
+        policies = {}
+        for kv_key in await reader.keys("h."):
+            entry = await reader.entry(kv_key)
+            try:
+                doc = json.loads(entry.value) if entry is not None and entry.value else None
+            except ValueError:
+                continue  # not an announcement of ours
+            if isinstance(doc, dict) and isinstance(doc.get("trusted_publishers"), list):
+                policies[str(doc.get("host", kv_key))] = frozenset(map(str, doc["trusted_publishers"]))
+        return policies
 
     @nats_seam
     async def spawn(

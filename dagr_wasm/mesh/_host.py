@@ -27,6 +27,7 @@ the last, so a host dying during the last attempt cannot strand a task in the st
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -52,7 +53,7 @@ from ._commit import (
     iso_at,
 )
 from ._decide import EventDecision, JournalHead, decide_error, decide_event
-from ._feed import FeedConfig, TaskFeed
+from ._feed import FeedConfig, TaskFeed, quietly
 from ._layout import (
     INSTANCES_STREAM,
     MARKER_TTL_S,
@@ -61,6 +62,7 @@ from ._layout import (
     dead_subject,
     ensure_layout,
     failures_key,
+    host_key,
     inbox_subject,
     record_subject,
     sched_subject,
@@ -76,6 +78,9 @@ from ._tasks import Task, TaskError, decode_task, encode_inbox_entry, encode_tas
 from ._workers import WorkerPool
 
 __all__ = ["Executor", "Host", "HostConfig", "HostStats"]
+
+#: How long a host's announcement outlives its last refresh.
+_ANNOUNCE_TTL_S = 30
 
 _log = logging.getLogger(__name__)
 
@@ -198,6 +203,7 @@ class Host:
                 self._group = group
                 group.create_task(self._follow_registry())
                 group.create_task(self._follow_cancellations())
+                group.create_task(self._announce())
                 group.create_task(self._feed.heartbeat())
                 await self._stopping.wait()
                 await self._feed.drain(self.config.drain_timeout_s)
@@ -277,6 +283,20 @@ class Host:
             )
         except APIError as exc:
             _log.debug("no running record for %s: its journal moved on (%r)", task.task_id, exc)
+
+    async def _announce(self) -> None:
+        """Say, while running, which publishers' modules this host runs (``dagr deploy`` reads it
+        to warn about a version some hosts will refuse). Expires if the host dies."""
+        doc = json.dumps(
+            {"host": self.config.host_id, "trusted_publishers": sorted(self.config.trusted_publishers)}
+        )
+        while True:
+            await quietly(
+                self._js.publish(
+                    KV_PREFIX + host_key(self.config.host_id), doc.encode(), msg_ttl=_ANNOUNCE_TTL_S
+                )
+            )
+            await asyncio.sleep(_ANNOUNCE_TTL_S / 3)
 
     async def _follow_cancellations(self) -> None:
         """Keep the set of cancelled instances: their queued tasks are dropped, not run."""

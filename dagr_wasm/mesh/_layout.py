@@ -141,6 +141,11 @@ def marker_key(task_id: str) -> str:
     return f"x.{task_id}"
 
 
+def host_key(host_id: str) -> str:
+    """A running host's announcement (what it will run), refreshed while it runs, expiring after."""
+    return f"h.{host_id.replace(':', '-').replace('.', '-')}"
+
+
 def failures_key(task_id: str) -> str:
     return f"f.{task_id}"
 

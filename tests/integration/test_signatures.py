@@ -57,3 +57,41 @@ async def test_a_host_with_trusted_publishers_runs_only_their_signed_modules(
     for name, result in outcomes.items():
         assert result is not None and result.state == "dead", (name, result)
         assert reasons[name.split("-")[0]] in (result.error or ""), (name, result.error)
+
+
+async def test_deploy_says_which_running_hosts_will_refuse_the_version(
+    mesh: Mesh,
+    nats_server: EmbeddedServer,
+    run_host: RunHost,
+    built: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import asyncio
+    import json
+
+    from meshkit import connection_flags
+
+    from dagr_wasm.cli import main
+
+    trusted = _publisher(tmp_path, "trusted")
+    signer = nkeys.from_seed(bytearray(trusted.read_bytes())).public_key.decode()
+    strict = f"strict-{secrets.token_hex(3)}"
+    await run_host(nats_server, trusted_publishers=frozenset({signer}), host_id=strict)
+    await asyncio.sleep(0.5)  # its announcement is stored
+    manifest = tmp_path / "dagr.toml"
+    manifest.write_text(f'name = "announce-{secrets.token_hex(3)}"\n')
+    argv = [
+        "deploy",
+        str(built["echo"]),
+        "--manifest",
+        str(manifest),
+        "--json",
+        *connection_flags(nats_server),
+    ]
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, argv) == 0
+    out, err = capsys.readouterr()
+    assert strict in json.loads(out)["refused_by"] and "not signed" in err
+    assert await asyncio.to_thread(main, [*argv, "--sign", str(trusted)]) == 0
+    assert strict not in json.loads(capsys.readouterr().out)["refused_by"]
