@@ -197,8 +197,15 @@ async def assert_contained(
     after = await arena.snapshot()
     new = before.new_subjects(after)
     # The runtime's own bookkeeping of tasks (this one's and those of attacks still settling beside
-    # it): commit markers, failure counts, dead letters. Anything else new is a leak.
-    bookkeeping = ("$KV.dagr-state.x.", "$KV.dagr-state.f.", "dagr.dead.")
+    # it): commit markers, failure counts, spawn-tree counts, hosts' announcements, dead letters.
+    # Anything else new is a leak.
+    bookkeeping = (
+        "$KV.dagr-state.x.",
+        "$KV.dagr-state.f.",
+        "$KV.dagr-state.t.",
+        "$KV.dagr-state.h.",
+        "dagr.dead.",
+    )
     leaked = {
         stream: {s for s in subjects if not s.startswith(bookkeeping)}
         for stream, subjects in new.items()
