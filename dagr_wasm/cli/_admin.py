@@ -31,6 +31,7 @@ from ._render import (
     inert,
     iso_ms,
     log_record_view,
+    payload_text,
     print_json,
     record_json,
     safe,
@@ -327,11 +328,7 @@ def result_command(
     elif result.error is not None:
         err_console.print(Text("failed: ", style="red").append(inert(result.error)))
     else:
-        tagged = to_tagged(result.ok or b"")
-        text = (
-            json.dumps(tagged["cbor"], indent=2, ensure_ascii=False) if "cbor" in tagged else tagged["base64"]
-        )
-        stdout_console.print(inert(text), highlight=False)
+        stdout_console.print(inert(payload_text(result.ok or b"", indent=2)), highlight=False)
     if result.error is not None:
         raise typer.Exit(1)
 
@@ -475,11 +472,8 @@ def watch_command(
                     flush=True,
                 )
             else:
-                tagged = to_tagged(payload)
-                shown = (
-                    json.dumps(tagged["cbor"], ensure_ascii=False) if "cbor" in tagged else tagged["base64"]
-                )
-                stdout_console.print(Text(safe(got), style="bold").append(" ").append(inert(shown)))
+                shown = inert(payload_text(payload))
+                stdout_console.print(Text(safe(got), style="bold").append(" ").append(shown))
             seen += 1
             if count is not None and seen >= count:
                 return

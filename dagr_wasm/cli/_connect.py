@@ -133,9 +133,10 @@ def _is_local(url: str) -> bool:
 def _is_nkey_seed(path: Path) -> bool:
     """A user nkey seed (``SU...``, one line) rather than a .creds file (JWT + seed)."""
     try:
-        return path.read_bytes().strip().startswith(b"SU") and b"\n" not in path.read_bytes().strip()
+        content = path.read_bytes().strip()
     except OSError:
         return False
+    return content.startswith(b"SU") and b"\n" not in content
 
 
 def _path(value: str | None) -> Path | None:

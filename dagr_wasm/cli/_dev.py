@@ -26,7 +26,7 @@ from ..deploy import Deployable, prepare
 from ..errors import DagrError, PayloadError
 from ..mesh import EmbeddedServer, InstanceState, JournalRecord, Mesh, Role, ServerConfig, TreeNode
 from ._mesh import serve_host
-from ._render import err_console, inert, log_record_view, record_json, stdout_console, tree_view
+from ._render import err_console, inert, log_record_view, payload_text, record_json, stdout_console, tree_view
 
 __all__ = ["dev_command"]
 
@@ -179,7 +179,7 @@ async def _run_once(mesh: Mesh, name: str, context: str, view: _View) -> Instanc
     elif result.error is not None:
         stdout_console.print(Text(f"{result.state.value}: ", style="red").append(inert(result.error)))
     else:
-        stdout_console.print(Text("result: ", style="green").append(inert(_shown(result.ok or b""))))
+        stdout_console.print(Text("result: ", style="green").append(inert(payload_text(result.ok or b""))))
     return result.state
 
 
@@ -187,13 +187,6 @@ async def _follow(mesh: Mesh, view: _View) -> None:
     """Every invocation of every instance, as it is recorded (the server is this session's alone)."""
     async for record in mesh.follow_logs():
         view.log(record)
-
-
-def _shown(data: bytes) -> str:
-    from ..payload import to_tagged
-
-    tagged = to_tagged(data)
-    return json.dumps(tagged["cbor"], ensure_ascii=False) if "cbor" in tagged else tagged["base64"]
 
 
 class _View:

@@ -43,6 +43,7 @@ __all__ = [
     "iso_ms",
     "log_record_view",
     "outcome_json",
+    "payload_text",
     "print_json",
     "record_json",
     "render_outcome",
@@ -180,6 +181,17 @@ _STATUS_STYLE = {
     Status.FAILED: "bold yellow",
     Status.ERROR: "bold red",
 }
+
+
+def payload_text(data: bytes, *, indent: int | None = None) -> str:
+    """A payload for people: its CBOR value as JSON, or the bytes as base64 (unescaped: render
+    it with ``inert``)."""
+    tagged = to_tagged(data)
+    return (
+        json.dumps(tagged["cbor"], indent=indent, ensure_ascii=False)
+        if "cbor" in tagged
+        else tagged["base64"]
+    )
 
 
 def _value(tagged: dict[str, Any]) -> str:

@@ -70,7 +70,7 @@ from ._tasks import (
     encode_start_request,
     encode_task,
     new_instance_id,
-    start_request,
+    start_instance_id,
     wake_from_record,
 )
 
@@ -228,10 +228,9 @@ class Mesh:
         modules each runs (empty: any module)."""
         reader = StateReader(self.js)
         policies = {}
-        for kv_key in await reader.keys("h."):
-            entry = await reader.entry(kv_key)
+        for kv_key, entry in (await reader.entries("h.")).items():
             try:
-                doc = json.loads(entry.value) if entry is not None and entry.value else None
+                doc = json.loads(entry.value) if entry.value else None
             except ValueError:
                 continue  # not an announcement of ours
             if isinstance(doc, dict) and isinstance(doc.get("trusted_publishers"), list):
@@ -269,10 +268,7 @@ class Mesh:
                 encode_start_request(context, reply_to=reply_to),
                 headers={TASK_HEADER: "1"},
             )
-            stream, now_ms = tasks_stream(specialist), int(time.time() * 1000)
-            return start_request(
-                specialist, stream=stream, stream_seq=ack.seq, context="", now_ms=now_ms
-            ).instance_id
+            return start_instance_id(tasks_stream(specialist), ack.seq)
         instance = instance_id or new_instance_id()
         now_ms = int(time.time() * 1000)
         task = Task(
@@ -505,12 +501,11 @@ class Mesh:
             base = specialist_key(status.specialist, "")
         else:
             base = instance_key(instance, "")
-        values = {}
-        for kv_key in await reader.keys(base):
-            entry = await reader.entry(kv_key)
-            if entry is not None and entry.value is not None:
-                values[kv_key[len(base) :]] = (entry.value, entry.revision)
-        return values
+        return {
+            kv_key[len(base) :]: (entry.value, entry.revision)
+            for kv_key, entry in (await reader.entries(base)).items()
+            if entry.value is not None
+        }
 
     @nats_seam
     async def delete_specialist(self, name: str, *, force: bool = False) -> list[str]:

@@ -55,13 +55,18 @@ class StateReader:
 
     async def keys(self, kv_prefix: str) -> list[str]:
         """Every live key under ``kv_prefix`` (which ends with a dot)."""
+        return list(await self.entries(kv_prefix))
+
+    async def entries(self, kv_prefix: str) -> dict[str, StateEntry]:
+        """Every live key under ``kv_prefix`` (which ends with a dot) with its value and revision,
+        in key order: one read per key."""
         info = await self._js.stream_info(STATE_STREAM, subjects_filter=f"{KV_PREFIX}{kv_prefix}>")
-        subjects = sorted(info.state.subjects or {})
-        live = []
-        for subject in subjects:  # a deleted key keeps its delete marker as its last message
-            found = await self.raw(subject[len(KV_PREFIX) :])
-            if found is not None and not found[2]:
-                live.append(subject[len(KV_PREFIX) :])
+        live = {}
+        for subject in sorted(info.state.subjects or {}):
+            kv_key = subject[len(KV_PREFIX) :]
+            entry = await self.entry(kv_key)  # a deleted key keeps its delete marker: None
+            if entry is not None:
+                live[kv_key] = entry
         return live
 
 

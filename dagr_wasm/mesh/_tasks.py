@@ -36,6 +36,7 @@ __all__ = [
     "encode_start_request",
     "encode_task",
     "new_instance_id",
+    "start_instance_id",
     "start_request",
     "wake_from_record",
 ]
@@ -244,12 +245,18 @@ def start_request(
     return Task(
         task_id=task_id,
         kind="start",
-        instance_id=_derived_id(f"{task_id}/instance"),
+        instance_id=start_instance_id(stream, stream_seq),
         specialist=specialist,
         context=context,
         reply_to=reply_to,
         created_ms=now_ms,
     )
+
+
+def start_instance_id(stream: str, stream_seq: int) -> str:
+    """The instance a start request stored at ``stream_seq`` of ``stream`` starts (what a
+    submitter learns from its publish ack)."""
+    return _derived_id(f"{_derived_id(f'{stream}/{stream_seq}')}/instance")
 
 
 def encode_start_request(context: str, *, reply_to: str | None = None) -> bytes:

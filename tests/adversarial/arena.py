@@ -121,20 +121,7 @@ class Arena:
 
     async def journal(self, instance: str) -> list[dict[str, Any]]:
         """Every record of the instance's journal, read straight from the stream."""
-        from nats.js.errors import NotFoundError
-
-        records, seq = [], 0
-        while True:
-            try:
-                msg = await self.mesh.js.get_msg(
-                    INSTANCES_STREAM, seq=seq + 1, subject=f"dagr.inst.{instance}", next=True, direct=True
-                )
-            except NotFoundError:
-                return records
-            seq = int(msg.seq or 0)
-            record = decode_map(msg.data)
-            assert record is not None
-            records.append(record)
+        return await self._stored(INSTANCES_STREAM, f"dagr.inst.{instance}")
 
     async def state_keys(self, instance: str) -> set[str]:
         info = await self.mesh.js.stream_info(
@@ -144,14 +131,16 @@ class Arena:
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter, read straight from the stream."""
+        return await self._stored("DAGR_DEAD", "dagr.dead.>")
+
+    async def _stored(self, stream: str, subject: str) -> list[dict[str, Any]]:
+        """Every message ``stream`` holds on ``subject`` (a pattern), decoded, oldest first."""
         from nats.js.errors import NotFoundError
 
         records, seq = [], 0
         while True:
             try:
-                msg = await self.mesh.js.get_msg(
-                    "DAGR_DEAD", seq=seq + 1, subject="dagr.dead.>", next=True, direct=True
-                )
+                msg = await self.mesh.js.get_msg(stream, seq=seq + 1, subject=subject, next=True, direct=True)
             except NotFoundError:
                 return records
             seq = int(msg.seq or 0)

@@ -24,6 +24,7 @@ from nats.aio.client import Client as NATS
 
 from dagr_wasm.errors import ConnectionFailure, PermissionDenied
 from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Mesh, Role
+from dagr_wasm.mesh._tasks import start_instance_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -175,10 +176,7 @@ async def test_a_host_cannot_write_the_registry_or_cancel(arena: Arena, client: 
 
 async def _instance_of_plain_start(arena: Arena, seq: int) -> str:
     """The instance a plain message on a topic started: its id derives from the stream sequence."""
-    from dagr_wasm.mesh._tasks import decode_task
-
-    task = decode_task(b"x", None, specialist="benign", stream_seq=seq, stream="DAGR_TASKS_benign", now_ms=0)
-    return task.instance_id
+    return start_instance_id("DAGR_TASKS_benign", seq)
 
 
 async def test_an_envelope_on_a_topic_carries_no_authority(arena: Arena, client: Client) -> None:
