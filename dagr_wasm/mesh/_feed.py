@@ -201,4 +201,9 @@ async def quietly(action: Awaitable[Any]) -> None:
     try:
         await action
     except Exception as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # On Python 3.11 a cancelled request can come back as a timeout: swallowing it would
+            # keep a loop of hints alive after its task group was told to stop.
+            raise asyncio.CancelledError from exc
         _log.debug("ignored: %r", exc)

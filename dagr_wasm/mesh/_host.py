@@ -290,8 +290,6 @@ class Host:
         doc = json.dumps(
             {"host": self.config.host_id, "trusted_publishers": sorted(self.config.trusted_publishers)}
         )
-        # Not `while True`: on Python 3.11 a cancelled request can surface as a timeout, which
-        # `quietly` would swallow, and the loop would outlive the host's stop.
         while not self._stopping.is_set():
             await quietly(
                 self._js.publish(
