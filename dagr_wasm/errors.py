@@ -19,7 +19,8 @@ The type decides the fate of the failure::
         ├── ServerError            the embedded nats-server would not start or stop
         ├── ConnectionFailure      NATS is unreachable or refused us
         ├── MeshFailure            NATS answered, but not as a dagr deployment should (nats-py errors,
-        │   └── LayoutMissing      translated at one seam: mesh/_nats_errors.py); a server with no dagr layout
+        │   ├── LayoutMissing      translated at one seam: mesh/_nats_errors.py); a server with no dagr layout
+        │   └── QuotaExceeded      an account or server JetStream limit is reached (a tenant's quota)
         ├── RecordError            a stored journal record or dead letter that does not decode
         └── CommitConflict         another invocation changed state first (internal: re-run)
 
@@ -44,6 +45,7 @@ __all__ = [
     "NotFoundError",
     "PayloadError",
     "PermissionDenied",
+    "QuotaExceeded",
     "RecordError",
     "RuntimeFailure",
     "ServerError",
@@ -214,6 +216,18 @@ class MeshFailure(RuntimeFailure):
         self.hint = hint
         tail = f" {hint}" if hint else ""
         super().__init__(f"{reason}.{tail}")
+
+
+class QuotaExceeded(MeshFailure):
+    """The account is at one of its JetStream limits (a tenant's quota, or the server's caps)."""
+
+    def __init__(self, limit: str) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the deployment is at its storage quota: {limit}",
+            hint="Free space (delete specialists or dead letters you no longer need), or raise the "
+            "quota: a tenant's with `dagr accounts ... --max-file-store`, a server's max_file_store.",
+        )
 
 
 class LayoutMissing(MeshFailure):

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from .. import CONTRACT, __version__
 from ..errors import DagrError
+from ._accounts import accounts_command
 from ._admin import (
     cancel_command,
     dead_letters_command,
@@ -64,6 +65,7 @@ app.command("dev")(dev_command)
 app.command("build")(build_command)
 app.command("run")(run_command)
 app.command("up")(up_command)
+app.command("accounts")(accounts_command)
 app.command("host")(host_command)
 app.command("deploy")(deploy_command)
 app.command("spawn")(spawn_command)

@@ -5,7 +5,7 @@
 sandbox, given by whoever composes the two) and commits the outcomes exactly once.
 """
 
-from ._auth import Credentials, Role
+from ._auth import AccountQuota, Credentials, Role, Tenant
 from ._client import ConnectOptions, Mesh, connect_nats
 from ._host import Executor, Host, HostConfig, HostStats
 from ._layout import LAYOUT_VERSION, Layout, ensure_layout
@@ -20,10 +20,11 @@ from ._records import (
     TreeNode,
 )
 from ._registry import Registry, SpecialistVersion
-from ._server import EmbeddedServer, ServerConfig, default_store_dir, find_nats_server
+from ._server import EmbeddedServer, ServerConfig, default_store_dir, find_nats_server, render_accounts
 
 __all__ = [
     "LAYOUT_VERSION",
+    "AccountQuota",
     "ConnectOptions",
     "Credentials",
     "DeadLetter",
@@ -44,9 +45,11 @@ __all__ = [
     "ServerConfig",
     "SpawnEdge",
     "SpecialistVersion",
+    "Tenant",
     "TreeNode",
     "connect_nats",
     "default_store_dir",
     "ensure_layout",
     "find_nats_server",
+    "render_accounts",
 ]

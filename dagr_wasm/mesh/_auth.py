@@ -26,17 +26,21 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 
 __all__ = [
+    "AccountQuota",
     "Credentials",
     "Role",
     "Signature",
+    "Tenant",
     "module_statement",
     "role_permissions",
     "sign_module",
@@ -130,6 +134,63 @@ class Credentials:
 
         seed = self.seed_file(role).read_bytes().strip()
         return str(nkeys.from_seed(bytearray(seed)).public_key.decode())
+
+
+# --- tenants: one NATS account each ----------------------------------------------------------------
+
+#: An account's name in nats-server's config; ``$``-names are the server's own (``$SYS``, ``$G``).
+_TENANT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountQuota:
+    """One tenant's JetStream limits: the server refuses a write or a stream past any of them.
+
+    Every replica counts: in an R3 cluster, 1 GiB of state uses 3 GiB of ``max_file_bytes``.
+    A deployment needs 8 streams plus one per specialist, and a consumer per specialist plus one
+    per CLI or host reading a journal or listing keys at that moment.
+    """
+
+    max_file_bytes: int = 10 * 2**30
+    max_memory_bytes: int = 2**30
+    max_streams: int = 128
+    max_consumers: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_file_bytes", "max_memory_bytes", "max_streams", "max_consumers"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"a tenant's {name} must be at least 1, not {getattr(self, name)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A tenant of a shared NATS deployment: an account of its own (its own streams, buckets,
+    hosts and roles; nothing of another account is visible to it) with a quota.
+
+    ``keys`` are the roles' public nkeys (``Credentials.public_key``), never seeds: the server's
+    config holds only what verifies a client, not what impersonates one.
+    """
+
+    name: str
+    keys: Mapping[Role, str]
+    quota: AccountQuota = field(default_factory=AccountQuota)
+
+    def __post_init__(self) -> None:
+        check_tenant_name(self.name)
+        missing = [role.value for role in Role if role not in self.keys]
+        if missing:
+            raise UsageError(f"tenant {self.name!r} has no key for the role(s) {', '.join(missing)}")
+
+    @classmethod
+    def from_credentials(cls, name: str, credentials: Credentials, quota: AccountQuota) -> Tenant:
+        return cls(name, {role: credentials.public_key(role) for role in Role}, quota)
+
+
+def check_tenant_name(name: str) -> None:
+    if not _TENANT_NAME.fullmatch(name):
+        raise UsageError(
+            f"tenant name {name!r} is not valid: use a letter, then up to 63 letters, digits, '-' or '_'"
+        )
 
 
 def _check_private(path: Path) -> None:

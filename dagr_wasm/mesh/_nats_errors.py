@@ -19,7 +19,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 import nats.errors as nats_errors
 import nats.js.errors as js_errors
 
-from ..errors import DagrError, LayoutMissing, MeshFailure, PermissionDenied
+from ..errors import DagrError, LayoutMissing, MeshFailure, PermissionDenied, QuotaExceeded
 
 __all__ = ["Violations", "nats_seam", "nats_seam_iter", "translate"]
 
@@ -29,6 +29,9 @@ T = TypeVar("T")
 #: JetStream API error codes that mean "the dagr layout is not there".
 _STREAM_NOT_FOUND = 10059
 _CONSUMER_NOT_FOUND = 10014
+#: ... and "an account or server limit is reached": resources for the account (10002), insufficient
+#: resources (10023), consumers (10026), streams (10027), memory (10028), storage (10047).
+_LIMIT_REACHED = frozenset({10002, 10023, 10026, 10027, 10028, 10047})
 _NATS_ERRORS = (nats_errors.Error, js_errors.Error)
 
 
@@ -98,6 +101,8 @@ def translate(exc: BaseException, violations: Violations | None = None) -> DagrE
         return MeshFailure(
             "the connection to NATS was lost", hint="Check that the server is up, then try again."
         )
+    if isinstance(exc, js_errors.APIError) and exc.err_code in _LIMIT_REACHED:
+        return QuotaExceeded(f"{exc.description} ({exc.err_code})")
     if isinstance(exc, js_errors.APIError):
         code = f" ({exc.err_code})" if exc.err_code else ""
         if "permission" in (exc.description or "").lower():

@@ -35,7 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -45,9 +45,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from dagr_wasm import paths
-from dagr_wasm.errors import ServerError
+from dagr_wasm.errors import ServerError, UsageError
 
-from ._auth import Credentials, Role, role_permissions
+from ._auth import Credentials, Role, Tenant, role_permissions
 from ._client import ConnectOptions
 
 if sys.platform != "win32":
@@ -62,6 +62,7 @@ __all__ = [
     "ServerConfig",
     "default_store_dir",
     "find_nats_server",
+    "render_accounts",
 ]
 
 #: The ports `dagr up` uses unless told otherwise: the NATS conventions, so every NATS tool finds it.
@@ -143,6 +144,10 @@ class ServerConfig(BaseModel):
     #: each with its role's permissions (``_auth.py``). None: no authorization at all, anyone who
     #: reaches the port is an operator (``dagr up --insecure-no-auth``).
     credentials_dir: Path | None = None
+    #: Multi-tenant authorization instead: the accounts file ``dagr accounts`` writes (one account
+    #: per tenant, each with its roles and quota; ``render_accounts``). Clients then bring their
+    #: tenant's seed (``ConnectOptions.nkey_seed_file``); ``options`` has none to give.
+    accounts_file: Path | None = None
     #: TLS for clients: the server's certificate and key (PEM). Clients then need the CA that
     #: signed it (``--tls-ca``); the monitoring port stays plain HTTP on its own listener.
     tls_cert: Path | None = None
@@ -152,6 +157,11 @@ class ServerConfig(BaseModel):
     def _tls_pair(self) -> Self:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        if self.credentials_dir is not None and self.accounts_file is not None:
+            raise ValueError(
+                "credentials_dir (one tenant) and accounts_file (one account per tenant) are two "
+                "ways to authorize clients: give one"
+            )
         return self
 
     @property
@@ -479,6 +489,11 @@ class EmbeddedServer:
         lines.append("}")
         if cfg.credentials_dir is not None:
             lines += _authorization(Credentials.ensure(cfg.credentials_dir))
+        if cfg.accounts_file is not None:
+            # nats-server resolves an include against the including file's directory and refuses
+            # absolute paths.
+            relative = os.path.relpath(cfg.accounts_file.resolve(), self.config_file.parent.resolve())
+            lines.append(f"include {_q(relative)}")
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             lines += [
                 "tls {",
@@ -693,18 +708,59 @@ def _q(value: str) -> str:
 
 def _authorization(credentials: Credentials) -> list[str]:
     """The ``authorization`` block: one nkey user per role, with its role's permissions."""
-    lines = ["authorization {", "  users: ["]
+    keys = {role: credentials.public_key(role) for role in Role}
+    return ["authorization {", "  users: [", *_users(keys, indent="    "), "  ]", "}"]
+
+
+def render_accounts(tenants: Sequence[Tenant]) -> str:
+    """A nats-server config fragment (to ``include``) with one account per tenant.
+
+    Each account is a namespace of its own: its dagr streams and buckets, its hosts, its three
+    roles with the same permissions as a single-tenant server's, and its JetStream limits as the
+    tenant's quota. Nothing crosses accounts (no exports or imports), so one tenant's submitter,
+    host or admin sees nothing of another's.
+    """
+    names = [t.name for t in tenants]
+    if not tenants or len(set(names)) != len(names):
+        raise UsageError(f"accounts need at least one tenant, each named once (got {names})")
+    lines = [
+        "# dagr-wasm tenants: one NATS account each, with dagr's three roles (host, admin,",
+        "# submitter) and its JetStream limits as quota. Written by `dagr accounts`; regenerate it",
+        "# rather than editing the permissions, which must match the runtime's (dagr_wasm/mesh/_auth.py).",
+        "accounts {",
+    ]
+    for tenant in tenants:
+        q = tenant.quota
+        lines += [
+            f"  {_q(tenant.name)}: {{",
+            "    jetstream: {",
+            f"      max_file: {q.max_file_bytes}",
+            f"      max_mem: {q.max_memory_bytes}",
+            f"      max_streams: {q.max_streams}",
+            f"      max_consumers: {q.max_consumers}",
+            "    }",
+            "    users: [",
+            *_users(tenant.keys, indent="      "),
+            "    ]",
+            "  }",
+        ]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def _users(keys: Mapping[Role, str], *, indent: str) -> list[str]:
+    """One nkey user per role, with its role's permissions."""
+    lines: list[str] = []
     for role in Role:
         p = role_permissions(role)
         lines += [
-            f"    {{ nkey: {_q(credentials.public_key(role))}  # {role.value}",
-            "      permissions: {",
-            f"        publish: {{ allow: {_list(p.publish_allow)}, deny: {_list(p.publish_deny)} }}",
-            f"        subscribe: {{ allow: {_list(p.subscribe_allow)}, deny: {_list(p.subscribe_deny)} }}",
-            "      }",
-            "    }",
+            f"{{ nkey: {_q(keys[role])}  # {role.value}",
+            "  permissions: {",
+            f"    publish: {{ allow: {_list(p.publish_allow)}, deny: {_list(p.publish_deny)} }}",
+            f"    subscribe: {{ allow: {_list(p.subscribe_allow)}, deny: {_list(p.subscribe_deny)} }}",
+            "  }",
+            "}",
         ]
-    return [*lines, "  ]", "}"]
+    return [indent + line for line in lines]
 
 
 def _list(items: tuple[str, ...]) -> str:

@@ -53,6 +53,7 @@ PUBLIC = {
         "subject_matches",
     ],
     "dagr_wasm.mesh": [
+        "AccountQuota",
         "ConnectOptions",
         "Credentials",
         "DeadLetter",
@@ -74,11 +75,13 @@ PUBLIC = {
         "ServerConfig",
         "SpawnEdge",
         "SpecialistVersion",
+        "Tenant",
         "TreeNode",
         "connect_nats",
         "default_store_dir",
         "ensure_layout",
         "find_nats_server",
+        "render_accounts",
     ],
 }
 
