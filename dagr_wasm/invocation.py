@@ -17,12 +17,17 @@ from .policy import Capabilities, Limits
 
 __all__ = [
     "LOG_LEVELS",
+    "Await",
+    "AwaitMode",
     "ChildReply",
     "Effect",
     "EmptyState",
     "ErrorKind",
     "Event",
     "GuestError",
+    "HttpCall",
+    "HttpRequest",
+    "HttpResponse",
     "Invocation",
     "LogLevel",
     "LogLine",
@@ -31,7 +36,11 @@ __all__ = [
     "Publish",
     "RepliesConsumed",
     "Reply",
+    "Resolution",
+    "ResolutionKind",
+    "Resumed",
     "Scope",
+    "SignalSend",
     "Spawn",
     "Start",
     "StateDelete",
@@ -43,6 +52,8 @@ __all__ = [
     "Suspend",
     "Wake",
     "child_instance_id",
+    "http_handle",
+    "signal_handle",
 ]
 
 Scope: TypeAlias = Literal["instance", "specialist"]
@@ -96,7 +107,59 @@ class Message:
     payload: bytes
 
 
-Event: TypeAlias = Start | Wake | Reply | Message
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """An outbound HTTP call as the agent asked for it (placeholders, never secrets, in headers)."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    #: 0: the host's default.
+    timeout_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+ResolutionKind: TypeAlias = Literal["child", "http", "signal"]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What one handle resolved to, as stored in the instance's inbox.
+
+    ``child``: ``ok`` or ``error`` is the child's outcome. ``http``: ``response``, or ``error`` with
+    ``error_kind`` (a WIT error case). ``signal``: ``ok`` is the data. ``seq`` is the driver's handle
+    for marking it read.
+    """
+
+    handle: str
+    kind: ResolutionKind
+    ok: bytes | None = None
+    error: str | None = None
+    error_kind: str = "unavailable"
+    response: HttpResponse | None = None
+    #: The child's specialist, or the signal's name.
+    source: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """An await ended: every unread result, the awaited handles still pending, and why."""
+
+    resolved: tuple[Resolution, ...]
+    pending: tuple[str, ...]
+    timed_out: bool
+    resume_context: str
+
+
+Event: TypeAlias = Start | Wake | Reply | Message | Resumed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,6 +246,39 @@ class Suspend:
     kind: Literal["suspend"] = "suspend"
 
 
+AwaitMode: TypeAlias = Literal["all", "any"]
+
+
+@dataclass(frozen=True, slots=True)
+class Await:
+    """End the invocation until ``handles`` resolve (``mode``) or ``deadline_unix_ms`` passes."""
+
+    handles: tuple[str, ...]
+    mode: AwaitMode
+    deadline_unix_ms: int
+    resume_context: str
+    kind: Literal["await"] = "await"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    """An outbound call to make once the invocation commits; ``handle`` names its result."""
+
+    handle: str
+    request: HttpRequest
+    kind: Literal["http-call"] = "http-call"
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSend:
+    """A signal to another instance, sent once the invocation commits."""
+
+    instance_id: str
+    name: str
+    data: bytes
+    kind: Literal["signal-send"] = "signal-send"
+
+
 @dataclass(frozen=True, slots=True)
 class RepliesConsumed:
     """The agent read these inbox replies (by ``ChildReply.seq``); mark them read on commit."""
@@ -191,7 +287,9 @@ class RepliesConsumed:
     kind: Literal["replies-consumed"] = "replies-consumed"
 
 
-Effect: TypeAlias = StatePut | StateDelete | Publish | Spawn | Suspend | RepliesConsumed
+Effect: TypeAlias = (
+    StatePut | StateDelete | Publish | Spawn | Suspend | Await | HttpCall | SignalSend | RepliesConsumed
+)
 
 
 def child_instance_id(task_id: str, index: int) -> str:
@@ -202,6 +300,18 @@ def child_instance_id(task_id: str, index: int) -> str:
     """
     digest = hashlib.sha256(f"{task_id}/spawn/{index}".encode()).hexdigest()
     return digest[:20]
+
+
+def http_handle(task_id: str, index: int) -> str:
+    """The handle of the ``index``-th HTTP call of task ``task_id``: deterministic, like a child's
+    id, so a re-run names its calls the same way and a stored response is reused, not re-fetched."""
+    digest = hashlib.sha256(f"{task_id}/http/{index}".encode()).hexdigest()
+    return f"http-{digest[:20]}"
+
+
+def signal_handle(name: str) -> str:
+    """The handle of signal ``name``: one per name and instance."""
+    return f"signal-{name}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +332,8 @@ class Invocation:
     capabilities: Capabilities = Capabilities()
     limits: Limits = Limits()
     state: StateView = field(default_factory=EmptyState)
-    inbox: Sequence[ChildReply] = ()
+    #: Unread results in the instance's inbox (children's replies, signals, HTTP responses).
+    inbox: Sequence[Resolution] = ()
     #: Specialists that exist, for spawn to answer not-found; None when the driver cannot tell.
     spawnable: frozenset[str] | None = None
     #: The clock the invocation runs at: ``after-ms`` suspends and the suspend horizon count from here.
@@ -239,7 +350,7 @@ class Status(enum.StrEnum):
 
     #: ``handle`` returned ``ok``: commit the effects, send the result.
     OK = "ok"
-    #: ``lifecycle.suspend`` ended it: commit the effects, schedule the wake.
+    #: ``lifecycle.suspend`` or ``lifecycle.await`` ended it: commit the effects, schedule the wake.
     SUSPENDED = "suspended"
     #: ``handle`` returned ``err``: a deliberate, final failure; the effects are discarded.
     FAILED = "failed"
@@ -315,6 +426,13 @@ class Outcome:
     def suspend(self) -> Suspend | None:
         for effect in self.effects:
             if isinstance(effect, Suspend):
+                return effect
+        return None
+
+    @property
+    def awaiting(self) -> Await | None:
+        for effect in self.effects:
+            if isinstance(effect, Await):
                 return effect
         return None
 

@@ -19,8 +19,10 @@ __all__ = [
     "RESERVED_SUBJECTS",
     "Capabilities",
     "Grants",
+    "HttpGrant",
     "Limits",
     "WakeRefused",
+    "grant_form",
     "is_reserved_subject",
     "is_valid_subject",
     "is_valid_subject_pattern",
@@ -145,6 +147,10 @@ class Limits(BaseModel):
     #: budget is its root's, so one spawn cannot grow into max_spawns ** depth instances.
     max_tree_instances: int = Field(default=1000, ge=1)
     max_publishes: int = Field(default=256, ge=0)
+    #: Outbound HTTP calls one invocation may queue (``http.fetch``), and the response body size
+    #: the host accepts for each (a larger one resolves as ``invalid``, never truncated silently).
+    max_http_calls: int = Field(default=16, ge=0)
+    max_http_response_bytes: int = Field(default=1 * MIB, ge=0, le=4 * MIB)
     # A componentize-py agent needs 12 MiB of memory, ~9-16 core instances, 2 tables and ~5,700
     # table elements (measured); the defaults leave room without inviting abuse.
     max_instances: int = Field(default=32, ge=1, description="core instances in the component")
@@ -180,6 +186,8 @@ HOST_CEILING = Limits(
     max_spawns=256,
     max_tree_instances=100_000,
     max_publishes=1000,
+    max_http_calls=256,
+    max_http_response_bytes=4 * MIB,
     max_instances=100,
     max_tables=100,
     max_table_elements=1_000_000,
@@ -189,6 +197,80 @@ HOST_CEILING = Limits(
 #: The trial instantiation when a component is loaded: every host loads every deployed module, so a
 #: start function gets a moment of any of them, never the whole of an invocation's allowance.
 LOAD_CEILING = HOST_CEILING.model_copy(update={"fuel": 1_000_000_000, "timeout_ms": 1000})
+
+
+_SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_URL_PATTERN = re.compile(
+    r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/[^\s*?#]*)(?P<star>\*)?"
+)
+
+
+def grant_form(url: str) -> str | None:
+    """``url`` as grants are matched against: ``scheme://host[:port]/path``, lowercase scheme and
+    host, query and fragment dropped; None when it is not an absolute http(s) URL dagr will call
+    (user info, a missing host, control characters or spaces are refused, not reinterpreted)."""
+    from urllib.parse import urlsplit
+
+    if len(url) > 8192 or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url) or "\\" in url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if parts.scheme.lower() not in ("http", "https") or not host or "@" in parts.netloc:
+        return None
+    form = f"{parts.scheme.lower()}://{host}{f':{port}' if port is not None else ''}{parts.path or '/'}"
+    return form if _URL_PATTERN.fullmatch(form) else None
+
+
+class HttpGrant(BaseModel):
+    """One URL pattern an agent may call, and the host-held secrets it may use there.
+
+    ``url`` is scheme, host, optional port and a path: exact, or a prefix when it ends in ``*``
+    (``https://api.example.com/v1/*``). No wildcard in the host: each host is granted by name.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    secrets: tuple[str, ...] = Field(default=(), description="names of host-held secrets usable here")
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_a_pattern(cls, value: str) -> str:
+        if not _URL_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a URL pattern: scheme http(s), a host name in lowercase, an "
+                "optional port and a path, exact or ending in '*' (https://api.example.com/v1/*)"
+            )
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not _SECRET_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"not secret names (A-Z, 0-9, _; a letter first): {', '.join(map(repr, bad))}")
+        return value
+
+    def matches(self, url: str) -> bool:
+        """Whether ``url`` (normalised: lowercase scheme and host, explicit path) is granted."""
+        pattern = _URL_PATTERN.fullmatch(self.url)
+        target = _URL_PATTERN.fullmatch(url)
+        if pattern is None or target is None or target["star"]:
+            return False
+        if (pattern["scheme"], pattern["host"]) != (target["scheme"], target["host"]):
+            return False
+        default = "443" if pattern["scheme"] == "https" else "80"
+        if (pattern["port"] or default) != (target["port"] or default):
+            return False
+        prefix, path = pattern["path"], target["path"]
+        # A dot segment could climb out of the granted prefix once the server normalises it.
+        if any(seg in (".", "..") for seg in path.split("/")) or "%2e" in path.lower():
+            return False
+        return path.startswith(prefix) if pattern["star"] else path == prefix
 
 
 class Grants(BaseModel):
@@ -202,6 +284,8 @@ class Grants(BaseModel):
         default="instance", description="'specialist' adds state shared by all instances of the specialist"
     )
     max_suspend_s: int = Field(default=7 * 86_400, ge=0, description="the furthest wake it may schedule")
+    http: tuple[HttpGrant, ...] = Field(default=(), description="URL patterns it may fetch, with secrets")
+    signal: tuple[str, ...] = Field(default=(), description="specialists whose instances it may signal")
 
     @field_validator("publish")
     @classmethod
@@ -229,13 +313,21 @@ class Grants(BaseModel):
             more.append("kv_scope specialist (shared state of every instance)")
         if self.max_suspend_s > previous.max_suspend_s:
             more.append(f"max_suspend_s {previous.max_suspend_s} -> {self.max_suspend_s}")
+        for grant in self.http:
+            old = [g for g in previous.http if g.url == grant.url]
+            if not old:
+                more.append(f"http {grant.url}")
+            more += [
+                f"secret {n} for {grant.url}" for n in grant.secrets if not old or n not in old[0].secrets
+            ]
+        more += [f"signal {name}" for name in self.signal if name not in previous.signal]
         return more
 
     def broad_patterns(self) -> list[str]:
         """Publish patterns with a wildcard in their first two tokens: allowed, but worth a look."""
         return [p for p in self.publish if any(t in ("*", ">") for t in p.split(".")[:2])]
 
-    @field_validator("spawn")
+    @field_validator("spawn", "signal")
     @classmethod
     def _specialists_are_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         bad = [s for s in value if not _SPECIALIST.fullmatch(s)]
@@ -253,6 +345,15 @@ class Grants(BaseModel):
 
     def allows_shared_state(self) -> bool:
         return self.kv_scope == "specialist"
+
+    def allows_http(self, url: str) -> bool:
+        return any(g.matches(url) for g in self.http)
+
+    def http_secrets(self, url: str) -> frozenset[str]:
+        return frozenset(name for g in self.http if g.matches(url) for name in g.secrets)
+
+    def allows_signal(self, specialist: str) -> bool:
+        return specialist in self.signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +378,24 @@ class Capabilities:
 
     def allows_shared_state(self) -> bool:
         return all(g.allows_shared_state() for g in self._chain())
+
+    def allows_http(self, url: str) -> bool:
+        return all(g.allows_http(url) for g in self._chain())
+
+    def http_secrets(self, url: str) -> frozenset[str]:
+        """The secrets the host may put into a request to ``url``: granted by the agent's own
+        manifest for that URL, and by every ancestor's (a parent cannot lend what it lacks)."""
+        names = self.own.http_secrets(url)
+        for ceiling in self.ceilings:
+            names &= ceiling.http_secrets(url)
+        return names
+
+    def allows_signal(self, specialist: str) -> bool:
+        return all(g.allows_signal(specialist) for g in self._chain())
+
+    @property
+    def may_signal(self) -> bool:
+        return all(g.signal for g in self._chain())
 
     @property
     def max_suspend_s(self) -> int:

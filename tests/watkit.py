@@ -27,7 +27,7 @@ from pathlib import Path
 from wasmtime import wat2wasm
 
 ROOT = Path(__file__).resolve().parents[1]
-WIT = ROOT / "wit"
+WIT = ROOT / "wit" / "0.1.0"  # the 0.1.0 contract: WAT agents also prove it keeps working
 _CACHE = Path(tempfile.gettempdir()) / "dagr-test-wat"
 
 # Imports a body may use; unused ones are dropped by `component new`.

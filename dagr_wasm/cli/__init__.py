@@ -23,6 +23,7 @@ from ._admin import (
     logs_command,
     register_specialist_command,
     result_command,
+    signal_command,
     start_command,
     status_command,
     suspend_command,
@@ -76,6 +77,7 @@ app.command("logs")(logs_command)
 app.command("result")(result_command)
 app.command("kv")(kv_command)
 app.command("cancel")(cancel_command)
+app.command("signal")(signal_command)
 app.command("dead-letters")(dead_letters_command)
 app.command("watch")(watch_command)
 

@@ -21,7 +21,7 @@ from ..deploy import check_module
 from ..errors import PayloadError, UsageError
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest, validate_manifest
 from ..mesh import InstanceResult, JournalRecord, Mesh, TreeNode
-from ..payload import to_tagged
+from ..payload import encode_cbor, to_tagged
 from ._connect import Connection, with_connection
 from ._render import (
     ApproveGrants,
@@ -50,6 +50,7 @@ __all__ = [
     "logs_command",
     "register_specialist_command",
     "result_command",
+    "signal_command",
     "start_command",
     "status_command",
     "suspend_command",
@@ -399,6 +400,39 @@ def cancel_command(
         print_json(record_json(status))
     else:
         stdout_console.print(f"cancelled {instance}")
+
+
+@with_connection
+def signal_command(
+    instance: Annotated[str, typer.Argument(help="The instance to signal.")],
+    name: Annotated[str, typer.Argument(help="The signal's name (what the agent expects).")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Its data: JSON (sent as that value), or else the text itself."),
+    ] = None,
+    json_out: JsonFlag = False,
+    *,
+    connection: Connection,
+) -> None:
+    """Send a named signal to an instance (an approval, a webhook's news); it wakes an await on it.
+
+    The data reaches the agent CBOR-encoded: `--data '{"ok": true}'` as that map, `--data yes`
+    as the text "yes". An instance that has ended or does not exist is refused; nothing is stored.
+
+    Example: dagr signal 4c855474525b71512227 approve --data '{"ok": true, "by": "ana"}'
+    """
+    value: Any = None
+    if data is not None:
+        try:
+            value = json.loads(data)
+        except json.JSONDecodeError:
+            value = data
+    payload = encode_cbor(value)
+    signal_id = _with_mesh(connection, lambda mesh: mesh.signal(instance, name, payload))
+    if json_out:
+        print_json({"instance": instance, "name": name, "id": signal_id, "data": to_tagged(payload)})
+    else:
+        stdout_console.print(f"signalled {name} to {instance}")
 
 
 @with_connection

@@ -19,16 +19,43 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..deploy import prepare
-from ..mesh import EmbeddedServer, Host, HostConfig, Layout, Mesh, Role, ServerConfig, default_store_dir
+from ..mesh import (
+    EmbeddedServer,
+    Host,
+    HostConfig,
+    HttpPolicy,
+    Layout,
+    Mesh,
+    Role,
+    ServerConfig,
+    default_store_dir,
+)
 from ..mesh._auth import sign_module, verify_module
 from ..paths import compiled_cache_dir, credentials_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
 from ._render import ApproveGrants, JsonFlag, err_console, print_json, stdout_console, warn_broad_grants
+from ._secrets import http_policy
 
 __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
 
 T = TypeVar("T")
+
+SecretsFlag = Annotated[
+    Path | None,
+    typer.Option(
+        "--secrets",
+        help='TOML file of NAME = "value" secrets for agents\' HTTP calls (mode 0600); '
+        "DAGR_SECRET_<NAME> variables add more.",
+    ),
+]
+AllowPrivateFlag = Annotated[
+    bool,
+    typer.Option(
+        "--http-allow-private",
+        help="Let agents' HTTP calls reach private and loopback addresses (labs and tests only).",
+    ),
+]
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
@@ -47,6 +74,7 @@ async def serve_host(
     workers: int | None = None,
     specialist_concurrency: int | None = None,
     trusted_publishers: frozenset[str] = frozenset(),
+    http: HttpPolicy | None = None,
 ) -> Host:
     """Run a host on ``mesh`` until ``stop`` is set, then stop it gracefully."""
     sandbox = Sandbox(cache_dir=compiled_cache_dir())
@@ -58,6 +86,7 @@ async def serve_host(
         workers=workers,
         specialist_concurrency=specialist_concurrency,
         trusted_publishers=trusted_publishers,
+        http=http or HttpPolicy(),
     )
     host = Host(mesh.nc, mesh.js, sandbox, config)
     try:
@@ -121,6 +150,8 @@ def up_command(
             "agent's state, forge tasks, cancel instances and rewrite the registry. Experiments only.",
         ),
     ] = False,
+    secrets: SecretsFlag = None,
+    http_allow_private: AllowPrivateFlag = False,
 ) -> None:
     """Start an embedded nats-server (JetStream) and a host, in the foreground. Ctrl-C stops both; data stays.
 
@@ -131,6 +162,7 @@ def up_command(
     """
     store = default_store_dir(data_dir)
     credentials = None if insecure_no_auth else credentials_dir(data_dir)
+    policy = http_policy(secrets, allow_private=http_allow_private)
     server = EmbeddedServer(
         config=ServerConfig(
             store_dir=store,
@@ -169,7 +201,7 @@ def up_command(
             )
             try:
                 err_console.print(f"[green]host[/green] running {concurrency} slots. Ctrl-C to stop.")
-                await serve_host(mesh, concurrency=concurrency, stop=stop)
+                await serve_host(mesh, concurrency=concurrency, stop=stop, http=policy)
             finally:
                 await mesh.close()
 
@@ -211,6 +243,8 @@ def host_command(
             "(others end dead, with the reason).",
         ),
     ] = None,
+    secrets: SecretsFlag = None,
+    http_allow_private: AllowPrivateFlag = False,
     *,
     connection: Connection,
 ) -> None:
@@ -220,6 +254,7 @@ def host_command(
     """
     options = connection.options(for_host=True)
     trusted = frozenset(key.strip() for key in (trusted_publishers or "").split(",") if key.strip())
+    policy = http_policy(secrets, allow_private=http_allow_private)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -234,6 +269,7 @@ def host_command(
                 workers=workers,
                 specialist_concurrency=specialist_concurrency,
                 trusted_publishers=trusted,
+                http=policy,
             )
         finally:
             await mesh.close()

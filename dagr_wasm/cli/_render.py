@@ -18,10 +18,13 @@ from rich.text import Text
 from rich.tree import Tree
 
 from ..invocation import (
+    Await,
     Effect,
+    HttpCall,
     Outcome,
     Publish,
     RepliesConsumed,
+    SignalSend,
     Spawn,
     StateDelete,
     StatePut,
@@ -151,6 +154,32 @@ def effect_json(effect: Effect) -> dict[str, Any]:
             "wake_at_unix_ms": effect.wake_at_unix_ms,
             "resume_context": effect.resume_context,
         }
+    if isinstance(effect, Await):
+        return {
+            "kind": effect.kind,
+            "handles": list(effect.handles),
+            "mode": effect.mode,
+            "deadline": iso_ms(effect.deadline_unix_ms),
+            "deadline_unix_ms": effect.deadline_unix_ms,
+            "resume_context": effect.resume_context,
+        }
+    if isinstance(effect, HttpCall):
+        r = effect.request
+        return {
+            "kind": effect.kind,
+            "handle": effect.handle,
+            "method": r.method,
+            "url": r.url,
+            "headers": [list(h) for h in r.headers],
+            "body": to_tagged(r.body),
+        }
+    if isinstance(effect, SignalSend):
+        return {
+            "kind": effect.kind,
+            "instance": effect.instance_id,
+            "name": effect.name,
+            "data": to_tagged(effect.data),
+        }
     if isinstance(effect, RepliesConsumed):
         return {"kind": effect.kind, "seqs": list(effect.seqs)}
     raise TypeError(f"unknown effect {effect!r}")
@@ -213,7 +242,14 @@ def _effect_line(effect: Effect) -> str:
         return f"spawn {effect.specialist} {effect.child_id}{reply}: {effect.context!r}"
     if isinstance(effect, Suspend):
         return f"suspend until {data['wake_at']}: {effect.resume_context!r}"
-    return f"read {len(effect.seqs)} replies"
+    if isinstance(effect, Await):
+        return f"await {effect.mode} of {', '.join(effect.handles)} until {data['deadline']}"
+    if isinstance(effect, HttpCall):
+        return f"http {effect.request.method} {effect.request.url} ({effect.handle})"
+    if isinstance(effect, SignalSend):
+        return f"signal {effect.name} to {effect.instance_id}: {_value(data['data'])}"
+    assert isinstance(effect, RepliesConsumed)
+    return f"read {len(effect.seqs)} results"
 
 
 def render_outcome(outcome: Outcome, *, console: Console = stdout_console) -> None:
@@ -298,8 +334,13 @@ def describe(record: JournalRecord | None) -> Text:
     if record is None:
         return Text("unknown", style="dim")
     text = Text(record.state.value, style=_STATE_STYLE.get(record.state.value, ""))
+    if record.awaiting:
+        shown = ", ".join(record.awaiting[:4]) + (
+            f" +{len(record.awaiting) - 4}" if len(record.awaiting) > 4 else ""
+        )
+        text.append(inert(f", awaiting {record.await_mode} of {shown} since {iso_ms(record.updated_ms)}"))
     if record.wake_at_ms:
-        text.append(f" until {iso_ms(record.wake_at_ms)}")
+        text.append(f" {'deadline' if record.awaiting else 'until'} {iso_ms(record.wake_at_ms)}")
     if record.error:
         text.append(inert(f" — {record.error}", "dim"))
     return text

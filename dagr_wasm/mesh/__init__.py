@@ -8,6 +8,7 @@ sandbox, given by whoever composes the two) and commits the outcomes exactly onc
 from ._auth import AccountQuota, Credentials, Role, Tenant
 from ._client import ConnectOptions, Mesh, connect_nats
 from ._host import Executor, Host, HostConfig, HostStats
+from ._http import HttpPolicy
 from ._layout import LAYOUT_VERSION, Layout, ensure_layout
 from ._records import (
     DeadLetter,
@@ -33,6 +34,7 @@ __all__ = [
     "Host",
     "HostConfig",
     "HostStats",
+    "HttpPolicy",
     "InstanceResult",
     "InstanceState",
     "InvocationLog",

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -325,6 +326,39 @@ class Mesh:
         )
         await self.js.publish(
             task_subject(specialist),
+            encode_task(task),
+            headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id},
+        )
+        return task.task_id
+
+    @nats_seam
+    async def signal(
+        self, instance: str, name: str, data: bytes = b"", *, signal_id: str | None = None
+    ) -> str:
+        """Send signal ``name`` with ``data`` to an instance that has not ended; returns its id.
+
+        It is stored in the instance's inbox (once, whatever is redelivered) and wakes an await
+        on it. An unknown instance is ``NotFoundError``, an ended one ``InstanceStateError``:
+        nothing is stored then. ``signal_id`` makes a retried send idempotent.
+        """
+        if not _SIGNAL_NAME.fullmatch(name):
+            raise PayloadError("NAME", f"{name[:60]!r} is not a signal name: 1-63 of a-z 0-9 _ -")
+        if len(data) > _MAX_SIGNAL_BYTES:
+            raise PayloadError("--data", f"{len(data)} bytes, over a signal's {_MAX_SIGNAL_BYTES}")
+        status, _seq = await self._head(instance)
+        if status.ended:
+            raise InstanceStateError(instance, status.state, "signal", hint=_ENDED_HINT)
+        task = Task(
+            task_id=signal_id or f"sig-{new_instance_id()}",
+            kind="signal",
+            instance_id=instance,
+            specialist=status.specialist,
+            subject=name,
+            payload=data,
+            created_ms=int(time.time() * 1000),
+        )
+        await self.js.publish(
+            task_subject(status.specialist),
             encode_task(task),
             headers={TASK_HEADER: "1", "Nats-Msg-Id": task.task_id},
         )
@@ -717,6 +751,9 @@ class Mesh:
 _ENDED_HINT = "It has ended; `dagr result ID` shows how. Spawn a new instance to run it again."
 _NOT_SUSPENDED_HINT = "Only a suspended instance has a wake to move."
 _GUARD_ATTEMPTS = 8
+_SIGNAL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+#: A signal is a small decision (an approval, a webhook's gist), stored in an inbox entry.
+_MAX_SIGNAL_BYTES = 256 * 1024
 _WRONG_LAST_SEQUENCE = 10071
 
 

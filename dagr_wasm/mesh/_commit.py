@@ -42,7 +42,16 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NoStreamResponseError
 
 from ..errors import CommitConflict, RuntimeFailure
-from ..invocation import ChildReply, Outcome, Publish, RepliesConsumed, Spawn, Status
+from ..invocation import (
+    ChildReply,
+    HttpCall,
+    Outcome,
+    Publish,
+    RepliesConsumed,
+    SignalSend,
+    Spawn,
+    Status,
+)
 from ..policy import Grants, Limits, is_valid_subject, subject_matches
 from ._layout import (
     AGENTS_SUBJECTS,
@@ -62,7 +71,17 @@ from ._layout import (
 )
 from ._records import DeadLetter, InstanceState, InvocationLog, JournalRecord, SpawnEdge
 from ._state import KV_PREFIX, StateReader
-from ._tasks import Task, child_task_id, encode_inbox_entry, encode_task, reply_task_id, wake_task_id
+from ._tasks import (
+    Task,
+    child_task_id,
+    encode_inbox_entry,
+    encode_task,
+    http_task_id,
+    poke_task_id,
+    reply_task_id,
+    signal_task_id,
+    wake_task_id,
+)
 
 __all__ = [
     "CommitContext",
@@ -70,6 +89,7 @@ __all__ = [
     "OutMsg",
     "Outbox",
     "OutboxRefused",
+    "add_poke",
     "invocation_record",
     "iso_at",
     "plan_outbox",
@@ -149,6 +169,8 @@ class CommitContext:
     limits: Limits | None = None
     #: Which host ran it (recorded in the logs, for operators and tests).
     host: str = ""
+    #: The specialist of each instance the invocation signals (None: no such instance).
+    signal_targets: dict[str, str | None] = field(default_factory=dict)
 
 
 def invocation_record(
@@ -190,6 +212,7 @@ def _add_reply(outbox: Outbox, ctx: CommitContext, *, ok: bytes | None, error: s
     elif task.parent_id and task.parent_specialist:
         if ctx.parent_suspended:
             outbox.add(task.task_id, inbox_subject(task.parent_id), body)
+            add_poke(outbox, task.task_id, task.parent_id, task.parent_specialist)
         else:
             event = Task(
                 task_id=reply_task_id(task.task_id),
@@ -205,91 +228,175 @@ def _add_reply(outbox: Outbox, ctx: CommitContext, *, ok: bytes | None, error: s
             outbox.add(task.task_id, task_subject(task.parent_specialist), encode_task(event), Dagr_Task="1")
 
 
+def _add_spawn(outbox: Outbox, ctx: CommitContext, effect: Spawn, index: int) -> None:
+    task = ctx.task
+    child = Task(
+        task_id=child_task_id(task.task_id, index),
+        kind="start",
+        instance_id=effect.child_id,
+        specialist=effect.specialist,
+        version=ctx.child_versions.get(effect.specialist),
+        parent_id=task.instance_id,
+        parent_specialist=task.specialist,
+        parent_version=ctx.version,
+        root_id=task.root_id or task.instance_id,
+        reply_to=effect.reply_to,
+        context=effect.context,
+        ceilings=(ctx.own_grants, *task.ceilings) if ctx.own_grants is not None else task.ceilings,
+        limit_ceiling=ctx.limits,
+        created_ms=ctx.now_ms,
+        depth=task.depth + 1,
+    )
+    outbox.add(task.task_id, task_subject(effect.specialist), encode_task(child), Dagr_Task="1")
+    outbox.add(
+        task.task_id,
+        tree_subject(task.instance_id, effect.child_id),
+        SpawnEdge(
+            child=effect.child_id, specialist=effect.specialist, at_ms=ctx.now_ms, index=index
+        ).encode(),
+    )
+    outbox.add(
+        task.task_id,
+        record_subject(effect.child_id),
+        JournalRecord.of(
+            child, version=child.version, state=InstanceState.QUEUED, attempt=0, now_ms=ctx.now_ms
+        ).encode(),
+    )
+
+
+def _add_suspension(outbox: Outbox, ctx: CommitContext, outcome: Outcome) -> None:
+    """The wake (a suspend's time, an await's deadline) and the suspended journal record."""
+    task = ctx.task
+    suspend, awaiting = outcome.suspend, outcome.awaiting
+    if awaiting is not None:
+        wake_at, context = awaiting.deadline_unix_ms, awaiting.resume_context
+        handles, mode = awaiting.handles, awaiting.mode
+    else:
+        assert suspend is not None
+        wake_at, context, handles, mode = suspend.wake_at_unix_ms, suspend.resume_context, (), "all"
+    # The same instance, lineage and pins; a new task carrying the resume context.
+    wake = replace(
+        task,
+        task_id=wake_task_id(task.task_id),
+        kind="wake",
+        version=ctx.version,
+        context=context,
+        subject="",
+        payload=b"",
+        reply=None,
+        created_ms=ctx.now_ms,
+        awaiting=handles,
+        await_mode=mode,
+        handle="",
+        http_request=None,
+    )
+    outbox.add(
+        task.task_id,
+        sched_subject(task.specialist, task.instance_id),
+        encode_task(wake),
+        Nats_Schedule=f"@at {iso_at(wake_at)}",
+        Nats_Schedule_Target=wake_subject(task.specialist, task.instance_id),
+        Dagr_Task="1",
+    )
+    record = invocation_record(
+        ctx,
+        outcome,
+        InstanceState.SUSPENDED,
+        wake_at_ms=wake_at,
+        wake_task=wake.task_id,
+        resume_context=context,
+    )
+    # The wake's id and context: a host checks a wake against the first (a stale schedule is
+    # dropped) and re-creates a lost schedule from both; a poke wakes an await early from them.
+    outbox.add(
+        task.task_id,
+        record_subject(task.instance_id),
+        replace(record, awaiting=handles, await_mode=mode).encode(),
+    )
+
+
+def _add_http_call(outbox: Outbox, ctx: CommitContext, effect: HttpCall) -> None:
+    """The call as a task of the caller's own specialist: any of its hosts makes it, once."""
+    task = ctx.task
+    call = replace(
+        task,
+        task_id=http_task_id(effect.handle),
+        kind="http",
+        version=ctx.version,
+        context="",
+        subject="",
+        payload=b"",
+        reply=None,
+        created_ms=ctx.now_ms,
+        awaiting=(),
+        handle=effect.handle,
+        http_request=effect.request,
+    )
+    outbox.add(task.task_id, task_subject(task.specialist), encode_task(call), Dagr_Task="1")
+
+
+def _add_signal(outbox: Outbox, ctx: CommitContext, effect: SignalSend, index: int) -> None:
+    task = ctx.task
+    target = ctx.signal_targets.get(effect.instance_id)
+    allowed = target is not None and all(
+        g.allows_signal(target) for g in (ctx.own_grants or Grants(), *task.ceilings)
+    )
+    if target is None or not allowed:
+        why = "no such instance" if target is None else f"grants.signal does not name {target!r}"
+        outbox.add(
+            task.task_id,
+            dead_subject(task.specialist, f"{task.task_id}-signal{index}"),
+            DeadLetter(
+                task=encode_task(task),
+                error=f"signal {effect.name!r} to {effect.instance_id} not sent: {why}",
+                kind="denied",
+                at_ms=ctx.now_ms,
+            ).encode(),
+        )
+        return
+    signal = Task(
+        task_id=signal_task_id(task.task_id, index),
+        kind="signal",
+        instance_id=effect.instance_id,
+        specialist=target,
+        subject=effect.name,
+        payload=effect.data,
+        created_ms=ctx.now_ms,
+    )
+    outbox.add(task.task_id, task_subject(target), encode_task(signal), Dagr_Task="1")
+
+
+def add_poke(outbox: Outbox, cause: str, instance: str, specialist: str) -> None:
+    """Ask whichever host gets it whether ``instance``'s await is satisfied now (and wake it)."""
+    poke = Task(task_id=poke_task_id(cause), kind="poke", instance_id=instance, specialist=specialist)
+    outbox.add(cause, task_subject(specialist), encode_task(poke), Dagr_Task="1")
+
+
 def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
     """Everything a committed outcome causes, in order, with deterministic ids."""
     task = ctx.task
     outbox = Outbox()
+    if outcome.status is Status.SUSPENDED:
+        # First: a child that answers at once must find its parent suspended (its reply then waits
+        # in the inbox and pokes the await) rather than still running.
+        _add_suspension(outbox, ctx, outcome)
     if outcome.committable:
-        spawn_index = 0
+        spawn_index = signal_index = 0
         for effect in outcome.effects:
             if isinstance(effect, Spawn):
-                child = Task(
-                    task_id=child_task_id(task.task_id, spawn_index),
-                    kind="start",
-                    instance_id=effect.child_id,
-                    specialist=effect.specialist,
-                    version=ctx.child_versions.get(effect.specialist),
-                    parent_id=task.instance_id,
-                    parent_specialist=task.specialist,
-                    parent_version=ctx.version,
-                    root_id=task.root_id or task.instance_id,
-                    reply_to=effect.reply_to,
-                    context=effect.context,
-                    ceilings=(ctx.own_grants, *task.ceilings)
-                    if ctx.own_grants is not None
-                    else task.ceilings,
-                    limit_ceiling=ctx.limits,
-                    created_ms=ctx.now_ms,
-                    depth=task.depth + 1,
-                )
+                _add_spawn(outbox, ctx, effect, spawn_index)
                 spawn_index += 1
-                outbox.add(task.task_id, task_subject(effect.specialist), encode_task(child), Dagr_Task="1")
-                outbox.add(
-                    task.task_id,
-                    tree_subject(task.instance_id, effect.child_id),
-                    SpawnEdge(
-                        child=effect.child_id,
-                        specialist=effect.specialist,
-                        at_ms=ctx.now_ms,
-                        index=spawn_index - 1,
-                    ).encode(),
-                )
-                outbox.add(
-                    task.task_id,
-                    record_subject(effect.child_id),
-                    JournalRecord.of(
-                        child, version=child.version, state=InstanceState.QUEUED, attempt=0, now_ms=ctx.now_ms
-                    ).encode(),
-                )
             elif isinstance(effect, Publish):
                 outbox.add(task.task_id, effect.subject, effect.payload, core_ok=True)
+            elif isinstance(effect, HttpCall):
+                _add_http_call(outbox, ctx, effect)
+            elif isinstance(effect, SignalSend):
+                _add_signal(outbox, ctx, effect, signal_index)
+                signal_index += 1
     if outcome.status is Status.SUSPENDED:
-        suspend = outcome.suspend
-        assert suspend is not None
-        # The same instance, lineage and pins; a new task carrying the resume context.
-        wake = replace(
-            task,
-            task_id=wake_task_id(task.task_id),
-            kind="wake",
-            version=ctx.version,
-            context=suspend.resume_context,
-            subject="",
-            payload=b"",
-            reply=None,
-            created_ms=ctx.now_ms,
-        )
-        outbox.add(
-            task.task_id,
-            sched_subject(task.specialist, task.instance_id),
-            encode_task(wake),
-            Nats_Schedule=f"@at {iso_at(suspend.wake_at_unix_ms)}",
-            Nats_Schedule_Target=wake_subject(task.specialist, task.instance_id),
-            Dagr_Task="1",
-        )
-        outbox.add(
-            task.task_id,
-            record_subject(task.instance_id),
-            # The wake's id and context: a host checks a wake against the first (a stale schedule
-            # is dropped) and re-creates a lost schedule from both.
-            invocation_record(
-                ctx,
-                outcome,
-                InstanceState.SUSPENDED,
-                wake_at_ms=suspend.wake_at_unix_ms,
-                wake_task=wake.task_id,
-                resume_context=suspend.resume_context,
-            ).encode(),
-        )
+        if outcome.awaiting is not None:
+            # Results may be in the inbox already (a signal sent before the await): check at once.
+            add_poke(outbox, task.task_id, task.instance_id, task.specialist)
     elif outcome.status is Status.OK:
         _add_reply(outbox, ctx, ok=outcome.result, error=None)
         outbox.add(
@@ -421,12 +528,12 @@ class Committer:
             messages.append(
                 (KV_PREFIX + tree_key(root), str(count + spawns).encode(), {_ELSS: str(revision)})
             )
-        consumed = [e for e in outcome.effects if isinstance(e, RepliesConsumed)]
-        if consumed and consumed[0].seqs:
+        consumed = [seq for e in outcome.effects if isinstance(e, RepliesConsumed) for seq in e.seqs]
+        if consumed:
             messages.append(
                 (
                     KV_PREFIX + cursor_key(ctx.task.instance_id),
-                    str(max(consumed[0].seqs)).encode(),
+                    str(max(consumed)).encode(),
                     {_ELSS: str(ctx.cursor_revision)},
                 )
             )

@@ -14,7 +14,7 @@ from ..invocation import Outcome, Status
 from ._records import InstanceState, JournalRecord
 from ._tasks import Task
 
-__all__ = ["EventDecision", "JournalHead", "Retry", "decide_error", "decide_event"]
+__all__ = ["EventDecision", "JournalHead", "Retry", "await_satisfied", "decide_error", "decide_event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +41,15 @@ def decide_event(task: Task, head: JournalHead | None) -> EventDecision:
     - a wake runs only if it is the instance's pending wake (the suspended record names it), or
       this very wake is being retried or was running: an old schedule re-created by a late replay
       of a committed outbox is stale and dropped (it would run `on_wake` twice);
-    - a reply for a suspended parent waits in its inbox.
+    - a reply for a suspended or ended parent waits in its inbox.
     """
     if head is None:
         return EventDecision.RUN  # no journal yet (written by older hosts, or lost): run as before
     record = head.record
+    if task.kind == "reply" and (record.ended or record.state is InstanceState.SUSPENDED):
+        # Kept, never lost: read when it wakes, or by lifecycle.results() if it ever runs again
+        # (a child that answers after its parent's await timed out and the parent finished).
+        return EventDecision.PARK
     if record.ended:
         return EventDecision.DROP
     if task.kind == "wake":
@@ -53,9 +57,16 @@ def decide_event(task: Task, head: JournalHead | None) -> EventDecision:
             expected = record.wake_task
             return EventDecision.RUN if expected in (None, task.task_id) else EventDecision.DROP
         return EventDecision.RUN if record.task == task.task_id else EventDecision.DROP
-    if task.kind == "reply" and record.state is InstanceState.SUSPENDED:
-        return EventDecision.PARK
     return EventDecision.RUN
+
+
+def await_satisfied(awaiting: tuple[str, ...], mode: str, resolved: set[str]) -> bool:
+    """Whether an await on ``awaiting`` (``all`` or ``any``) is over, given the handles resolved."""
+    if not awaiting:
+        return False
+    if mode == "any":
+        return any(handle in resolved for handle in awaiting)
+    return all(handle in resolved for handle in awaiting)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,18 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from ..errors import CommitConflict
-from ..invocation import ErrorKind, GuestError, Invocation, Outcome, Status
+from ..invocation import (
+    ErrorKind,
+    Event,
+    GuestError,
+    Invocation,
+    Outcome,
+    Resolution,
+    Resumed,
+    SignalSend,
+    Status,
+    signal_handle,
+)
 from ..policy import Capabilities, Limits
 from ._auth import Signature, verify_module
 from ._catalog import MAX_AGENTS, Catalog, Lru
@@ -49,11 +60,13 @@ from ._commit import (
     Committer,
     Outbox,
     OutboxRefused,
+    add_poke,
     invocation_record,
     iso_at,
 )
-from ._decide import EventDecision, JournalHead, decide_error, decide_event
+from ._decide import EventDecision, JournalHead, await_satisfied, decide_error, decide_event
 from ._feed import FeedConfig, TaskFeed, quietly
+from ._http import HttpPolicy, OutboundHttp
 from ._layout import (
     INSTANCES_STREAM,
     MARKER_TTL_S,
@@ -74,7 +87,15 @@ from ._layout import (
 from ._records import DeadLetter, InstanceState, JournalRecord
 from ._registry import Registry, SpecialistVersion
 from ._state import KV_PREFIX, KvStateView, LazyInbox, StateReader
-from ._tasks import Task, TaskError, decode_task, encode_inbox_entry, encode_task, wake_from_record
+from ._tasks import (
+    Task,
+    TaskError,
+    decode_task,
+    encode_inbox_entry,
+    encode_resolution,
+    encode_task,
+    wake_from_record,
+)
 from ._workers import WorkerPool
 
 __all__ = ["Executor", "Host", "HostConfig", "HostStats"]
@@ -137,6 +158,8 @@ class HostConfig:
     #: A task of a version that is unsigned, signed by anyone else, or whose signature does not
     #: verify ends ``dead`` with the reason (its instance's status says why).
     trusted_publishers: frozenset[str] = frozenset()
+    #: Agents' outbound calls: the host-held secrets, whether private addresses are reachable.
+    http: HttpPolicy = field(default_factory=HttpPolicy)
     host_id: str = "host"
 
 
@@ -192,6 +215,7 @@ class Host:
         #: Set once the host pulls for every specialist registered when it started.
         self.ready = asyncio.Event()
         self.stats = HostStats()
+        self._http = OutboundHttp(config.http)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -212,6 +236,7 @@ class Host:
             pass
         finally:
             self._workers.shutdown()
+            await self._http.aclose()
             self._stopped.set()
 
     async def stop(self) -> None:
@@ -340,7 +365,7 @@ class Host:
         # A wake or reply can come again as a *new* message: a late replay of the outbox that made
         # it (a host frozen past its ack wait, a server that lost its duplicate memory in a
         # restart). Its own commit marker says whether it already happened.
-        replayable = redelivered or task.kind in ("wake", "reply")
+        replayable = redelivered or task.kind in ("wake", "reply", "signal", "http")
         if meta.num_delivered > self.config.layout.max_deliveries and await self._committer.committed(
             task.task_id
         ):
@@ -374,6 +399,10 @@ class Host:
         if task.instance_id in self._cancelled:
             # `dagr cancel`: its queued tasks are dropped, not run.
             self.stats.dropped += 1
+            await msg.ack()
+            return
+        if task.kind in ("poke", "signal", "http"):
+            await self._resolve(task, spec)
             await msg.ack()
             return
         if task.kind in ("wake", "reply"):
@@ -447,18 +476,29 @@ class Host:
             inbox = LazyInbox(self._js, self._reader, loop, instance=task.instance_id)
             limits = spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits
             tree_count = await self._tree_count(task, spec)
+            event: Event = task.event()
+            if task.kind == "wake" and task.awaiting:
+                # The end of an await: every unread result goes in the event (and is read by it).
+                resolved = tuple(await inbox.load())
+                handles = {r.handle for r in resolved}
+                event = Resumed(
+                    resolved=resolved,
+                    pending=tuple(h for h in task.awaiting if h not in handles),
+                    timed_out=not await_satisfied(task.awaiting, task.await_mode, handles),
+                    resume_context=task.context,
+                )
             invocation = Invocation(
                 task_id=task.task_id,
                 instance_id=task.instance_id,
                 specialist=name,
-                event=task.event(),
+                event=event,
                 parent_id=task.parent_id,
                 attempt=attempt,
                 config_text=spec.config_text,
                 capabilities=Capabilities(own=spec.grants, ceilings=task.ceilings),
                 limits=limits,
                 state=view,
-                inbox=inbox,
+                inbox=() if isinstance(event, Resumed) else inbox,
                 spawnable=self.catalog.spawnable,
                 now_unix_ms=int(time.time() * 1000),
                 spawn_depth=task.depth,
@@ -516,7 +556,93 @@ class Host:
             host=self.config.host_id,
             own_grants=spec.grants,
             limits=spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits,
+            signal_targets=await self._signal_targets(outcome),
         )
+
+    async def _signal_targets(self, outcome: Outcome) -> dict[str, str | None]:
+        """The specialist of every instance ``outcome`` signals (None: no such instance)."""
+        targets: dict[str, str | None] = {}
+        for effect in outcome.effects:
+            if isinstance(effect, SignalSend) and effect.instance_id not in targets:
+                head = await self._journal_head(effect.instance_id)
+                ended = head is None or head.record.ended
+                targets[effect.instance_id] = None if ended or head is None else head.record.specialist
+        return targets
+
+    # -- results: signals, outbound calls, and the pokes that wake awaits ---------------------------
+
+    async def _resolve(self, task: Task, spec: SpecialistVersion) -> None:
+        """A task that stores a result for an instance (signal, http) or checks its await (poke).
+
+        None of them runs agent code. A stored result is a commit like a parked reply: a marker
+        holding its outbox (the inbox entry and a poke), so a redelivery never stores it twice and
+        an HTTP call whose response is stored is never made again.
+        """
+        if task.kind == "poke":
+            await self._poke(task)
+            return
+        head = await self._journal_head(task.instance_id)
+        if head is None or head.record.ended:
+            self.stats.dropped += 1
+            _log.info(
+                "%s for %s dropped: the instance has ended or does not exist", task.kind, task.instance_id
+            )
+            return
+        if task.kind == "signal":
+            resolution = Resolution(
+                handle=signal_handle(task.subject), kind="signal", ok=task.payload, source=task.subject
+            )
+        else:
+            assert task.http_request is not None
+            limits = spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits
+            resolution = await self._http.call(
+                task.handle,
+                task.http_request,
+                Capabilities(own=spec.grants, ceilings=task.ceilings),
+                max_body_bytes=limits.max_http_response_bytes,
+            )
+        outbox = Outbox()
+        outbox.add(task.task_id, inbox_subject(task.instance_id), encode_resolution(resolution, task.task_id))
+        add_poke(outbox, task.task_id, task.instance_id, task.specialist)
+        await self._committer.commit_outbox(task.task_id, outbox)
+        self.stats.committed += 1
+
+    async def _poke(self, task: Task) -> None:
+        """Wake the instance now if its await is satisfied: its pending deadline wake is replaced
+        by the same wake due at once (one schedule per instance, so it can fire only once)."""
+        head = await self._journal_head(task.instance_id)
+        if head is None or head.record.state is not InstanceState.SUSPENDED or not head.record.awaiting:
+            return
+        record = head.record
+        loop = asyncio.get_running_loop()
+        entries = await LazyInbox(self._js, self._reader, loop, instance=task.instance_id).load()
+        if not await_satisfied(record.awaiting, record.await_mode, {e.handle for e in entries}):
+            return
+        schedule = sched_subject(record.specialist, record.id)
+        try:
+            pending = await self._js.get_msg(SCHEDULES_STREAM, subject=schedule, direct=True)
+        except NotFoundError:
+            return  # the deadline fired already: that wake is on its way
+        wake = decode_task(
+            pending.data or b"", {"Dagr-Task": "1"}, specialist=record.specialist, stream_seq=0,
+            stream=SCHEDULES_STREAM, now_ms=int(time.time() * 1000),
+        )  # fmt: skip
+        if wake.task_id != record.wake_task:
+            return  # not this await's wake (moved by an operator, or a newer one)
+        try:
+            await self._js.publish(
+                schedule,
+                pending.data or b"",
+                headers={
+                    "Nats-Schedule": f"@at {iso_at(int(time.time() * 1000))}",
+                    "Nats-Schedule-Target": wake_subject(record.specialist, record.id),
+                    "Dagr-Task": "1",
+                    # Only over the schedule just read: a newer one (the instance moved on) stays.
+                    "Nats-Expected-Last-Subject-Sequence": str(pending.seq),
+                },
+            )
+        except APIError as exc:
+            _log.debug("await of %s not woken early: its schedule moved on (%r)", record.id, exc)
 
     async def _commit_final(
         self, task: Task, spec: SpecialistVersion, attempt: int, now_ms: int, outcome: Outcome
@@ -628,6 +754,7 @@ class Host:
             inbox_subject(task.instance_id),
             encode_inbox_entry(task.reply, task.task_id),
         )
+        add_poke(outbox, task.task_id, task.instance_id, task.specialist)  # it may be awaiting this
         await self._committer.commit_outbox(task.task_id, outbox)
 
     async def _dead_letter_committed(self, task: Task, reason: str) -> None:

@@ -118,6 +118,9 @@ class JournalRecord:
     wake_at_ms: int | None = None
     wake_task: str | None = None
     resume_context: str | None = None
+    #: On a suspended record of an await: the handles, "all" or "any" (the wake is the deadline).
+    awaiting: tuple[str, ...] = ()
+    await_mode: str = "all"
 
     @classmethod
     def of(
@@ -187,6 +190,8 @@ class JournalRecord:
             doc.update(
                 wake_at_ms=self.wake_at_ms, wake_task=self.wake_task, resume_context=self.resume_context
             )
+            if self.awaiting:
+                doc.update(awaiting=list(self.awaiting), await_mode=self.await_mode)
         return doc
 
     def encode(self) -> bytes:
@@ -235,6 +240,8 @@ class JournalRecord:
                 wake_at_ms=_opt(doc, "wake_at_ms", int),
                 wake_task=_opt(doc, "wake_task", str),
                 resume_context=_opt(doc, "resume_context", str),
+                awaiting=tuple(str(h) for h in doc.get("awaiting") or ()),
+                await_mode=_opt(doc, "await_mode", str) or "all",
             )
         except (TypeError, ValueError, KeyError) as exc:  # pydantic's ValidationError is a ValueError
             raise RecordError("journal record", str(exc).splitlines()[0]) from None

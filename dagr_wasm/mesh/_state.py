@@ -15,10 +15,10 @@ from typing import Any, TypeVar, overload
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from ..invocation import ChildReply, Scope, StateEntry, StateUnavailable
+from ..invocation import Resolution, Scope, StateEntry, StateUnavailable
 from ..payload import decode_map
 from ._layout import INBOX_STREAM, STATE_BUCKET, cursor_key, inbox_subject, state_key
-from ._tasks import TaskError, decode_reply
+from ._tasks import TaskError, decode_resolution
 
 __all__ = ["KvStateView", "LazyInbox", "StateReader"]
 
@@ -113,8 +113,8 @@ class KvStateView:
         return sorted(k[len(base) :] for k in found if k[len(base) :].startswith(prefix))
 
 
-class LazyInbox(Sequence[ChildReply]):
-    """The unread replies of an instance, loaded on first use (most invocations never ask).
+class LazyInbox(Sequence[Resolution]):
+    """The unread results of an instance, loaded on first use (most invocations never ask).
 
     ``cursor_revision`` and ``cursor`` are known after loading: the commit advances the cursor with
     a guard on that revision, so two invocations cannot both consume the same replies.
@@ -127,12 +127,12 @@ class LazyInbox(Sequence[ChildReply]):
         self._reader = reader
         self._loop = loop
         self._instance = instance
-        self._replies: list[ChildReply] | None = None
+        self._replies: list[Resolution] | None = None
         self.cursor = 0
         self.cursor_revision = 0
         self.loaded = False
 
-    def _load(self) -> list[ChildReply]:
+    def _load(self) -> list[Resolution]:
         if self._replies is None:
             future = asyncio.run_coroutine_threadsafe(self.load(), self._loop)
             try:
@@ -146,13 +146,13 @@ class LazyInbox(Sequence[ChildReply]):
                 raise StateUnavailable(f"inbox unavailable: {exc}") from exc
         return self._replies
 
-    async def load(self) -> list[ChildReply]:
+    async def load(self) -> list[Resolution]:
         found = await self._reader.raw(cursor_key(self._instance))
         if found is not None:
             value, revision, deleted = found
             self.cursor_revision = revision
             self.cursor = 0 if deleted else int(value.decode() or 0)
-        replies: list[ChildReply] = []
+        replies: list[Resolution] = []
         seq = self.cursor
         while len(replies) < _MAX_INBOX:
             try:
@@ -163,7 +163,7 @@ class LazyInbox(Sequence[ChildReply]):
                 break
             seq = int(msg.seq or 0)
             try:
-                replies.append(decode_reply(decode_map(msg.data), seq=seq))
+                replies.append(decode_resolution(decode_map(msg.data), seq=seq))
             except (TaskError, ValueError, KeyError):
                 continue  # not a reply we wrote; skip it rather than wedge the instance
         self.loaded = True
@@ -174,13 +174,13 @@ class LazyInbox(Sequence[ChildReply]):
         return len(self._load())
 
     @overload
-    def __getitem__(self, index: int) -> ChildReply: ...
+    def __getitem__(self, index: int) -> Resolution: ...
 
     @overload
-    def __getitem__(self, index: slice) -> Sequence[ChildReply]: ...
+    def __getitem__(self, index: slice) -> Sequence[Resolution]: ...
 
-    def __getitem__(self, index: int | slice) -> ChildReply | Sequence[ChildReply]:
+    def __getitem__(self, index: int | slice) -> Resolution | Sequence[Resolution]:
         return self._load()[index]
 
-    def __iter__(self) -> Iterator[ChildReply]:
+    def __iter__(self) -> Iterator[Resolution]:
         return iter(self._load())

@@ -20,7 +20,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import cbor2
 
-from ..invocation import ChildReply, Event, Message, Reply, Start, Wake
+from ..invocation import (
+    ChildReply,
+    Event,
+    HttpRequest,
+    HttpResponse,
+    Message,
+    Reply,
+    Resolution,
+    Start,
+    Wake,
+)
 from ..payload import decode_map
 from ..policy import Grants, Limits, is_reserved_subject, is_valid_subject
 
@@ -31,8 +41,10 @@ __all__ = [
     "TASK_HEADER",
     "Task",
     "TaskError",
+    "decode_resolution",
     "decode_task",
     "encode_inbox_entry",
+    "encode_resolution",
     "encode_start_request",
     "encode_task",
     "new_instance_id",
@@ -48,7 +60,11 @@ _FORMAT = 1
 #: Deeper spawn trees are refused: every level adds a grant ceiling to carry.
 MAX_DEPTH = 32
 
-TaskKind = Literal["start", "wake", "reply", "message"]
+#: start, wake, reply, message: events an instance runs. poke: check whether an awaiting instance
+#: can wake now. signal, http: a result to store in an instance's inbox (an http task makes the
+#: call first). Only the first four run agent code.
+TaskKind = Literal["start", "wake", "reply", "message", "poke", "signal", "http"]
+_KINDS = ("start", "wake", "reply", "message", "poke", "signal", "http")
 
 
 class TaskError(ValueError):
@@ -86,6 +102,12 @@ class Task:
     limit_ceiling: Limits | None = None
     created_ms: int = 0
     depth: int = 0
+    #: A wake that ends an await: the handles and the mode (the wake itself is its deadline).
+    awaiting: tuple[str, ...] = ()
+    await_mode: str = "all"
+    #: An http task: the call's handle and request (placeholders, never secrets, in its headers).
+    handle: str = ""
+    http_request: HttpRequest | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def event(self) -> Event:
@@ -144,6 +166,16 @@ def encode_task(task: Task) -> bytes:
     }
     if task.reply is not None:
         doc["reply"] = encode_reply(task.reply)
+    if task.awaiting:
+        doc.update(awaiting=list(task.awaiting), await_mode=task.await_mode)
+    if task.http_request is not None:
+        r = task.http_request
+        doc.update(
+            handle=task.handle,
+            http=[r.method, r.url, [list(h) for h in r.headers], r.body, r.timeout_ms],
+        )
+    elif task.handle:
+        doc["handle"] = task.handle
     return cbor2.dumps(doc)
 
 
@@ -155,6 +187,50 @@ def encode_inbox_entry(reply: ChildReply, task_id: str) -> bytes:
     """A child's reply as stored in its parent's inbox (``dagr.inbox.<parent>``) or published to
     its reply-to subject; ``task`` names the child's task, for readers that want to dedupe."""
     return cbor2.dumps({**encode_reply(reply), "task": task_id})
+
+
+def encode_resolution(resolution: Resolution, task_id: str) -> bytes:
+    """A result as stored in an instance's inbox (``dagr.inbox.<instance>``); child replies keep
+    the 0.1.0 entry's fields, so either kind of reader understands them."""
+    r = resolution
+    doc: dict[str, Any] = {"kind": r.kind, "handle": r.handle, "ok": r.ok, "error": r.error, "task": task_id}
+    if r.kind == "child":
+        doc.update(child=r.handle, specialist=r.source)
+    else:
+        doc["source"] = r.source
+    if r.kind == "http":
+        doc["error_kind"] = r.error_kind
+        if r.response is not None:
+            doc["response"] = [r.response.status, [list(h) for h in r.response.headers], r.response.body]
+    return cbor2.dumps(doc)
+
+
+def decode_resolution(doc: Any, *, seq: int = 0) -> Resolution:
+    if not isinstance(doc, dict):
+        raise TaskError("an inbox entry must be a map")
+    kind = doc.get("kind", "child")
+    if kind == "child":
+        reply = decode_reply(doc, seq=seq)
+        return Resolution(
+            reply.child_id, "child", ok=reply.ok, error=reply.error, source=reply.specialist, seq=seq
+        )
+    if kind not in ("http", "signal"):
+        raise TaskError(f"unknown inbox entry kind {kind!r}")
+    response = None
+    if doc.get("response") is not None:
+        status, headers, body = doc["response"]
+        response = HttpResponse(int(status), tuple((str(n), str(v)) for n, v in headers), bytes(body))
+    ok = doc.get("ok")
+    return Resolution(
+        handle=str(doc["handle"]),
+        kind=kind,
+        ok=bytes(ok) if ok is not None else None,
+        error=str(doc["error"]) if doc.get("error") is not None else None,
+        error_kind=str(doc.get("error_kind") or "unavailable"),
+        response=response,
+        source=str(doc.get("source") or ""),
+        seq=seq,
+    )
 
 
 def decode_reply(doc: Any, *, seq: int = 0) -> ChildReply:
@@ -199,7 +275,7 @@ def decode_task(
         if doc is None or doc.get("v") != _FORMAT:
             raise TaskError(f"unknown task format {doc.get('v') if isinstance(doc, dict) else '?'}")
         kind = doc["kind"]
-        if kind not in ("start", "wake", "reply", "message"):
+        if kind not in _KINDS:
             raise TaskError(f"unknown task kind {kind!r}")
         if doc["specialist"] != specialist:
             raise TaskError(f"a task for {doc['specialist']!r} on the topic of {specialist!r}")
@@ -229,11 +305,22 @@ def decode_task(
             limit_ceiling=Limits.model_validate(doc["limit_ceiling"]) if doc.get("limit_ceiling") else None,
             created_ms=int(doc.get("created_ms", now_ms)),
             depth=int(doc.get("depth", 0)),
+            awaiting=tuple(str(h) for h in doc.get("awaiting") or ()),
+            await_mode="any" if doc.get("await_mode") == "any" else "all",
+            handle=str(doc.get("handle") or ""),
+            http_request=_decode_http(doc["http"]) if doc.get("http") is not None else None,
         )
     except TaskError:
         raise
     except Exception as exc:  # any decoding or validation problem: the message is not a task
         raise TaskError(f"malformed task: {exc!r}") from None
+
+
+def _decode_http(value: Any) -> HttpRequest:
+    method, url, headers, body, timeout_ms = value
+    return HttpRequest(
+        str(method), str(url), tuple((str(n), str(v)) for n, v in headers), bytes(body), int(timeout_ms)
+    )
 
 
 def start_request(
@@ -312,3 +399,16 @@ def wake_task_id(task_id: str) -> str:
 
 def reply_task_id(child_task_id: str) -> str:
     return _derived_id(f"{child_task_id}/reply")
+
+
+def poke_task_id(cause: str) -> str:
+    """The poke that follows ``cause`` (a commit that stored a result, or began an await)."""
+    return _derived_id(f"{cause}/poke")
+
+
+def http_task_id(handle: str) -> str:
+    return _derived_id(f"{handle}/call")
+
+
+def signal_task_id(sender_task: str, index: int) -> str:
+    return _derived_id(f"{sender_task}/signal/{index}")

@@ -28,38 +28,61 @@ from typing import Any
 from wasmtime import WasmtimeError
 from wasmtime.component import Linker, Record, ResourceType, Variant
 
-from .. import CONTRACT
+from .. import CONTRACTS
 from ..invocation import (
+    Await,
     ChildReply,
     Effect,
+    HttpCall,
+    HttpRequest,
     Invocation,
     LogLine,
     Publish,
     RepliesConsumed,
+    Resolution,
     Scope,
+    SignalSend,
     Spawn,
     StateDelete,
     StatePut,
     StateUnavailable,
     Suspend,
     child_instance_id,
+    http_handle,
+    signal_handle,
 )
-from ..policy import MAX_SPAWN_DEPTH, WakeRefused, is_reserved_subject, is_valid_subject, resolve_wake
+from ..policy import (
+    MAX_SPAWN_DEPTH,
+    WakeRefused,
+    grant_form,
+    is_reserved_subject,
+    is_valid_subject,
+    resolve_wake,
+)
 from ._memory import MeteredMemories
 from ._wasi import RESOURCE_IDS, WASI_INTERFACES, WASI_VERSION, Interface, WasiCall, WasiTable, wasi_impl
 
 __all__ = [
     "CONTRACT_INTERFACES",
-    "HANDLER_INTERFACE",
-    "HANDLER_SIGNATURE",
+    "HANDLERS",
     "Recorder",
     "build_linker",
     "current_recorder",
     "reply_record",
+    "resolution_record",
     "wit_record",
 ]
 
-_PACKAGE, _VERSION = CONTRACT.split("@")
+_PACKAGE = CONTRACTS[0].split("@")[0]
+_V1, _V2 = (c.split("@")[1] for c in CONTRACTS)
+#: A handle as this host issues them: a child's id, ``http-<hex>`` or ``signal-<name>``.
+_HANDLE = re.compile(r"[0-9a-f]{20}|http-[0-9a-f]{20}|signal-[a-z0-9][a-z0-9_-]{0,62}")
+_SIGNAL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_INSTANCE_ID = re.compile(r"[0-9a-f]{20}")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
+_MAX_HEADERS = 64
+_MAX_AWAIT_HANDLES = 256
 # A full match of the whole key (``re.match`` with ``$`` would let a trailing newline through).
 _KEY = re.compile(r"[A-Za-z0-9_\-=/]+(?:\.[A-Za-z0-9_\-=/]+)*")
 _MAX_KEY = 200
@@ -103,11 +126,12 @@ class Recorder:
         self.write_bytes = 0
         self.spawns = 0
         self.publishes = 0
+        self.http_calls = 0
         #: Overlay of this invocation's own writes: reads see them (None: deleted).
         self.overlay: dict[tuple[Scope, str], bytes | None] = {}
         #: Revision of each key read from the view, for the commit's conflict check.
         self.reads: dict[tuple[Scope, str], int] = {}
-        self.suspended: Suspend | None = None
+        self.suspended: Suspend | Await | None = None
         #: The refusal of the most recent host call, if it was refused: (kind, message).
         self.last_refusal: tuple[str, str] | None = None
         self.host_fault: str | None = None
@@ -315,17 +339,6 @@ def reply_record(reply: ChildReply) -> Record:
     return wit_record(child_id=reply.child_id, specialist=reply.specialist, outcome=outcome)
 
 
-def _replies(rec: Recorder) -> Any:
-    try:
-        inbox = list(rec.invocation.inbox)
-    except StateUnavailable as exc:
-        return rec.refuse("unavailable", f"inbox unavailable: {exc}")
-    if inbox and not rec.replies_read:
-        rec.replies_read = True
-        rec.effects.append(RepliesConsumed(tuple(r.seq for r in inbox)))
-    return [reply_record(r) for r in inbox]
-
-
 def _suspend(rec: Recorder, when: Variant, resume_context: str) -> Any:
     if when.tag not in ("at-unix-ms", "after-ms") or not isinstance(when.payload, int):
         return rec.refuse("invalid", f"unknown wake-time {str(when.tag)[:40]!r}")
@@ -344,6 +357,144 @@ def _suspend(rec: Recorder, when: Variant, resume_context: str) -> Any:
     rec.effects.append(rec.suspended)
     # Ends the invocation: the guest cannot run on after suspending.
     raise WasmtimeError(SUSPEND_TRAP)
+
+
+def resolution_record(resolution: Resolution) -> Record:
+    """A stored result as the 0.2.0 contract's ``resolution`` record."""
+    value: Variant
+    if resolution.kind == "child":
+        outcome = resolution.ok if resolution.ok is not None else (resolution.error or "")
+        value = Variant("child", outcome)
+    elif resolution.kind == "signal":
+        value = Variant("signal", resolution.ok or b"")
+    elif resolution.response is not None:
+        r = resolution.response
+        value = Variant("http", wit_record(status=r.status, headers=list(r.headers), body=r.body))
+    else:
+        kind = resolution.error_kind if resolution.error_kind in _ERROR_CASES else "unavailable"
+        value = Variant("http", _error(kind, resolution.error or "the call failed"))
+    return wit_record(handle=resolution.handle, value=value)
+
+
+def _read_inbox(rec: Recorder) -> list[Resolution] | Variant:
+    try:
+        inbox = list(rec.invocation.inbox)
+    except StateUnavailable as exc:
+        return rec.refuse("unavailable", f"inbox unavailable: {exc}")
+    if inbox and not rec.replies_read:
+        rec.replies_read = True
+        rec.effects.append(RepliesConsumed(tuple(r.seq for r in inbox)))
+    return inbox
+
+
+def _replies(rec: Recorder) -> Any:
+    # 0.1.0: children's replies only (an agent of that contract cannot expect anything else).
+    inbox = _read_inbox(rec)
+    if isinstance(inbox, Variant):
+        return inbox
+    return [
+        reply_record(ChildReply(r.handle, r.source, ok=r.ok, error=r.error if r.ok is None else None))
+        for r in inbox
+        if r.kind == "child"
+    ]
+
+
+def _results(rec: Recorder) -> Any:
+    inbox = _read_inbox(rec)
+    if isinstance(inbox, Variant):
+        return inbox
+    return [resolution_record(r) for r in inbox]
+
+
+def _await(rec: Recorder, handles: list[str], mode: Any, timeout_ms: int, resume_context: str) -> Any:
+    if not handles:
+        return rec.refuse("invalid", "await needs at least one handle")
+    if len(handles) > _MAX_AWAIT_HANDLES:
+        return rec.refuse("invalid", f"await takes at most {_MAX_AWAIT_HANDLES} handles, not {len(handles)}")
+    unknown = [h for h in handles if not _HANDLE.fullmatch(h)]
+    if unknown:
+        return rec.refuse(
+            "invalid", f"not handles this host issued: {', '.join(repr(h[:40]) for h in unknown[:5])}"
+        )
+    if mode not in ("all", "any"):
+        return rec.refuse("invalid", f"unknown await mode {str(mode)[:40]!r}")
+    if timeout_ms <= 0:
+        return rec.refuse("invalid", "the await timeout must be positive (milliseconds)")
+    try:
+        deadline = resolve_wake(
+            at_unix_ms=None,
+            after_ms=timeout_ms,
+            now_unix_ms=rec.invocation.now_unix_ms,
+            max_suspend_s=rec.invocation.capabilities.max_suspend_s,
+        )
+    except WakeRefused as refusal:
+        return rec.refuse(refusal.kind, refusal.reason)
+    if (refused := rec.charge_write(len(resume_context.encode()) + sum(map(len, handles)))) is not None:
+        return refused
+    rec.suspended = Await(tuple(dict.fromkeys(handles)), mode, deadline, resume_context)
+    rec.effects.append(rec.suspended)
+    raise WasmtimeError(SUSPEND_TRAP)
+
+
+def _http_fetch(rec: Recorder, request: Any) -> Any:
+    method = str(getattr(request, "method", "")).upper()
+    url = str(getattr(request, "url", ""))
+    headers = list(getattr(request, "headers", []))
+    body = bytes(getattr(request, "body", b""))
+    timeout_ms = int(getattr(request, "timeout-ms", 0))
+    if method not in _METHODS:
+        return rec.refuse("invalid", f"method {method[:20]!r} is not one of {', '.join(_METHODS)}")
+    form = grant_form(url)
+    if form is None:
+        return rec.refuse("invalid", f"{url[:120]!r} is not an absolute http(s) URL without user info")
+    if not rec.invocation.capabilities.allows_http(form):
+        return rec.refuse("denied", f"fetching {form[:120]!r} is not granted: grants.http")
+    if len(headers) > _MAX_HEADERS:
+        return rec.refuse("invalid", f"more than {_MAX_HEADERS} headers")
+    for name, value in headers:
+        if not _HEADER_NAME.fullmatch(name) or any(c in value for c in "\r\n\0"):
+            return rec.refuse("invalid", f"header {name[:60]!r} has a bad name or a line break in its value")
+    if rec.http_calls >= rec.limits.max_http_calls:
+        return rec.refuse("quota-exceeded", f"more than max_http_calls={rec.limits.max_http_calls}")
+    size = len(url) + len(body) + sum(len(n) + len(v) for n, v in headers)
+    if (refused := rec.charge_write(size)) is not None:
+        return refused
+    handle = http_handle(rec.invocation.task_id, rec.http_calls)
+    rec.http_calls += 1
+    call = HttpRequest(method, url, tuple((str(n), str(v)) for n, v in headers), body, max(timeout_ms, 0))
+    rec.effects.append(HttpCall(handle, call))
+    return handle
+
+
+def _bad_signal_name(name: str) -> str:
+    return f"signal name {name[:60]!r}: 1-63 of a-z 0-9 _ -, a letter or digit first"
+
+
+def _signals_expect(rec: Recorder, name: str) -> Any:
+    if not _SIGNAL_NAME.fullmatch(name):
+        return rec.refuse(
+            "invalid", f"signal name {name[:60]!r}: 1-63 of a-z 0-9 _ -, a letter or digit first"
+        )
+    return signal_handle(name)
+
+
+def _signals_send(rec: Recorder, instance_id: str, name: str, data: bytes) -> Any:
+    if not rec.invocation.capabilities.may_signal:
+        return rec.refuse("denied", "sending signals is not granted: grants.signal")
+    if not _INSTANCE_ID.fullmatch(instance_id):
+        return rec.refuse("invalid", f"{instance_id[:40]!r} is not an instance id")
+    if not _SIGNAL_NAME.fullmatch(name):
+        return rec.refuse(
+            "invalid", f"signal name {name[:60]!r}: 1-63 of a-z 0-9 _ -, a letter or digit first"
+        )
+    if rec.publishes >= rec.limits.max_publishes:
+        return rec.refuse("quota-exceeded", f"more than max_publishes={rec.limits.max_publishes}")
+    if (refused := rec.charge_write(len(name) + len(data) + 20)) is not None:
+        return refused
+    rec.publishes += 1
+    # Whether the target's specialist is granted is checked on delivery, where it is known.
+    rec.effects.append(SignalSend(instance_id, name, data))
+    return None
 
 
 def _log(rec: Recorder, level: str, message: str) -> None:
@@ -429,19 +580,32 @@ def _drop_wasi_resource(_store: Any, rep: int) -> None:
 
 
 # Types the contract's signatures share (written as ``_types`` renders them).
+_ERROR_CASES = ("denied", "quota-exceeded", "not-found", "conflict", "invalid", "unavailable")
 _ERROR = (
     "variant{denied(string), quota-exceeded(string), not-found(string), conflict(string), "
     "invalid(string), unavailable(string)}"
 )
 _SCOPE = "enum{instance, specialist}"
 _CHILD_REPLY = "record{child-id: string, specialist: string, outcome: result<list<u8>, string>}"
-_EVENT = (
-    f"variant{{start(string), wake(string), reply({_CHILD_REPLY}), "
-    "message(record{subject: string, payload: list<u8>})}"
+_MESSAGE = "record{subject: string, payload: list<u8>}"
+_HEADERS = "list<tuple<string, string>>"
+_RESOLUTION = (
+    "record{handle: string, value: variant{child(result<list<u8>, string>), "
+    f"http(result<record{{status: u16, headers: {_HEADERS}, body: list<u8>}}, {_ERROR}>), "
+    "signal(list<u8>)}}"
 )
+_EVENT_V1 = f"variant{{start(string), wake(string), reply({_CHILD_REPLY}), message({_MESSAGE})}}"
+_EVENT_V2 = (
+    f"variant{{start(string), wake(string), reply({_CHILD_REPLY}), message({_MESSAGE}), "
+    f"resumed(record{{resolved: list<{_RESOLUTION}>, pending: list<string>, timed-out: bool, "
+    "resume-context: string})}"
+)
+_HTTP_REQUEST = f"record{{method: string, url: string, headers: {_HEADERS}, body: list<u8>, timeout-ms: u32}}"
 
-# interface -> function -> (implementation, refusable, exact signature)
-_INTERFACES: dict[str, dict[str, tuple[Callable[..., Any], bool, str]]] = {
+Table = dict[str, dict[str, tuple[Callable[..., Any], bool, str]]]
+
+# interface -> function -> (implementation, refusable, exact signature), per contract version.
+_V1_TABLE: Table = {
     "state": {
         "get": (_state_get, True, f"func(scope: {_SCOPE}, key: string) -> result<list<u8>, {_ERROR}>"),
         "put": (
@@ -486,14 +650,46 @@ _INTERFACES: dict[str, dict[str, tuple[Callable[..., Any], bool, str]]] = {
         )
     },
 }
+# 0.2.0: handles and await; `swarm.replies` gives way to `lifecycle.results`, which reads every kind.
+_V2_TABLE: Table = {
+    **_V1_TABLE,
+    "swarm": {"spawn": _V1_TABLE["swarm"]["spawn"]},
+    "lifecycle": {
+        **_V1_TABLE["lifecycle"],
+        "await": (
+            _await,
+            True,
+            "func(handles: list<string>, mode: enum{all, any}, timeout-ms: u64, resume-context: string) "
+            f"-> result<_, {_ERROR}>",
+        ),
+        "results": (_results, True, f"func() -> result<list<{_RESOLUTION}>, {_ERROR}>"),
+    },
+    "http": {"fetch": (_http_fetch, True, f"func(request: {_HTTP_REQUEST}) -> result<string, {_ERROR}>")},
+    "signals": {
+        "expect": (_signals_expect, True, f"func(name: string) -> result<string, {_ERROR}>"),
+        "send": (
+            _signals_send,
+            True,
+            f"func(instance-id: string, name: string, data: list<u8>) -> result<_, {_ERROR}>",
+        ),
+    },
+}
+_TABLES: dict[str, Table] = {_V1: _V1_TABLE, _V2: _V2_TABLE}
 
-#: What each dagr interface declares (``types`` holds only type definitions).
-CONTRACT_INTERFACES: dict[str, Interface] = {
-    f"{_PACKAGE}/{name}": Interface((), {fn: sig for fn, (_, _, sig) in functions.items()})
-    for name, functions in _INTERFACES.items()
-} | {f"{_PACKAGE}/types": Interface((), {})}
-HANDLER_INTERFACE = f"{_PACKAGE}/handler@{_VERSION}"
-HANDLER_SIGNATURE = f"func(event: {_EVENT}) -> result<list<u8>, string>"
+#: What each dagr interface declares, per contract version (``types`` holds only type definitions).
+CONTRACT_INTERFACES: dict[str, dict[str, Interface]] = {
+    version: {
+        f"{_PACKAGE}/{name}": Interface((), {fn: sig for fn, (_, _, sig) in functions.items()})
+        for name, functions in table.items()
+    }
+    | {f"{_PACKAGE}/types": Interface((), {})}
+    for version, table in _TABLES.items()
+}
+#: The handler export of each contract version: (interface name, exact signature of ``handle``).
+HANDLERS: dict[str, tuple[str, str]] = {
+    _V1: (f"{_PACKAGE}/handler@{_V1}", f"func(event: {_EVENT_V1}) -> result<list<u8>, string>"),
+    _V2: (f"{_PACKAGE}/handler@{_V2}", f"func(event: {_EVENT_V2}) -> result<list<u8>, string>"),
+}
 
 
 def build_linker(engine: Any) -> Linker:
@@ -504,10 +700,11 @@ def build_linker(engine: Any) -> Linker:
     linker = Linker(engine)
     resource_types = {name: ResourceType.host(rid) for name, rid in RESOURCE_IDS.items()}
     with linker.root() as root:
-        for interface, functions in _INTERFACES.items():
-            with root.add_instance(f"{_PACKAGE}/{interface}@{_VERSION}") as instance:
-                for name, (fn, refusable, _signature) in functions.items():
-                    instance.add_func(name, _bind(fn, refusable=refusable))
+        for version, table in _TABLES.items():
+            for interface, functions in table.items():
+                with root.add_instance(f"{_PACKAGE}/{interface}@{version}") as instance:
+                    for name, (fn, refusable, _signature) in functions.items():
+                        instance.add_func(name, _bind(fn, refusable=refusable))
         for interface, declared in WASI_INTERFACES.items():
             with root.add_instance(f"{interface}@{WASI_VERSION}") as instance:
                 for resource in declared.resources:

@@ -26,7 +26,9 @@ from ..invocation import (
     Invocation,
     Message,
     Outcome,
+    RepliesConsumed,
     Reply,
+    Resumed,
     Start,
     Status,
     Wake,
@@ -36,17 +38,18 @@ from . import _bytes
 from ._cache import ComponentCache, digest_of
 from ._engine import EngineSettings, EpochTicker, build_engine
 from ._host import (
-    HANDLER_INTERFACE,
+    HANDLERS,
     HOST_FAULT_TRAP,
     SUSPEND_TRAP,
     Recorder,
     build_linker,
     current_recorder,
     reply_record,
+    resolution_record,
     wit_record,
 )
 from ._memory import MemoryMeter, MeteredMemories
-from ._validate import check_component
+from ._validate import check_component, contract_version
 
 __all__ = ["AgentComponent", "Sandbox"]
 
@@ -68,6 +71,8 @@ class AgentComponent:
     size_bytes: int
     component: Component
     handle_index: ExportIndex
+    #: The contract version it was built against ("0.1.0", "0.2.0"): what its handler speaks.
+    contract: str = "0.2.0"
 
 
 class Sandbox:
@@ -162,14 +167,16 @@ class Sandbox:
         self, component: Component, *, digest: str, source: str, size: int, limits: Limits | None
     ) -> AgentComponent:
         problems = check_component(component, self._engine)
-        handler = component.get_export_index(HANDLER_INTERFACE)
+        contract = contract_version(component, self._engine)
+        interface = HANDLERS[contract][0] if contract is not None else ""
+        handler = component.get_export_index(interface) if contract is not None else None
         handle = component.get_export_index("handle", handler) if handler is not None else None
         if not problems and handle is None:
-            problems.append(f"{HANDLER_INTERFACE} has no `handle` function")
+            problems.append(f"{interface} has no `handle` function")
         if problems:
             self.cache.forget(digest)
             raise ModuleError("; ".join(problems), source=source)
-        assert handle is not None
+        assert handle is not None and contract is not None
         # A trial instantiation catches what types alone cannot (a start function that traps, an
         # initial memory over the limit), under the strict limits of a load.
         trial = (limits or Limits()).capped_by(self.ceiling).capped_by(LOAD_CEILING)
@@ -188,7 +195,12 @@ class Sandbox:
         finally:
             store.close()
         return AgentComponent(
-            digest=digest, source=source, size_bytes=size, component=component, handle_index=handle
+            digest=digest,
+            source=source,
+            size_bytes=size,
+            component=component,
+            handle_index=handle,
+            contract=contract,
         )
 
     # -- running ----------------------------------------------------------------------------
@@ -199,6 +211,9 @@ class Sandbox:
         if limits != invocation.limits:
             invocation = replace(invocation, limits=limits)
         rec = Recorder(invocation)
+        if isinstance(invocation.event, Resumed) and invocation.event.resolved:
+            # The event delivers these results: read, like a call to lifecycle.results.
+            rec.effects.append(RepliesConsumed(tuple(r.seq for r in invocation.event.resolved)))
         store = Store(self._engine)
         if self._meter is not None:
             rec.memory = MeteredMemories(limits.memory_bytes)
@@ -216,7 +231,7 @@ class Sandbox:
             handle = instance.get_func(store, agent.handle_index)
             if handle is None:
                 raise WasmtimeError("handle export vanished")
-            value = handle(store, _to_wit(invocation.event))
+            value = handle(store, _to_wit(invocation.event, agent.contract))
             handle.post_return(store)
         except WasmtimeError as exc:
             error = _classify(str(exc), rec, stage)
@@ -303,7 +318,17 @@ def _check_header(wasm: bytes, source: str) -> None:
         raise ModuleError(f"unknown wasm version/layer {wasm[4:8].hex()}", source=source)
 
 
-def _to_wit(event: Event) -> Variant:
+def _to_wit(event: Event, contract: str) -> Variant:
+    if isinstance(event, Resumed):
+        if contract == "0.1.0":  # it cannot await, so it is never resumed; a driver bug if it is
+            raise TypeError("a 0.1.0 agent cannot receive a resumed event")
+        info = wit_record(
+            resolved=[resolution_record(r) for r in event.resolved],
+            pending=list(event.pending),
+            timed_out=event.timed_out,
+            resume_context=event.resume_context,
+        )
+        return Variant("resumed", info)
     if isinstance(event, Start):
         return Variant("start", event.context)
     if isinstance(event, Wake):

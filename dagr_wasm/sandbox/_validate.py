@@ -15,57 +15,67 @@ import re
 from wasmtime import Engine
 from wasmtime.component import Component, ComponentInstanceType
 
-from .. import CONTRACT
-from ._host import CONTRACT_INTERFACES, HANDLER_INTERFACE, HANDLER_SIGNATURE
+from ._host import CONTRACT_INTERFACES, HANDLERS
 from ._types import instance_shape
 from ._wasi import WASI_INTERFACES, WASI_VERSION, Interface
 
-__all__ = ["check_component"]
+__all__ = ["check_component", "contract_version"]
 
 _NAME = re.compile(r"(?P<base>[a-z][a-z0-9-]*:[a-z][a-z0-9-]*/[a-z][a-z0-9-]*)@(?P<version>[0-9A-Za-z.+-]+)")
 _WASI_PATCH = re.compile(r"0\.2\.(\d+)")
-_CONTRACT_VERSION = CONTRACT.split("@")[1]
 _MAX_SHOWN = 240
+_CONTRACT_BASES = frozenset(base for interfaces in CONTRACT_INTERFACES.values() for base in interfaces)
+
+
+def contract_version(component: Component, engine: Engine) -> str | None:
+    """The contract version whose handler ``component`` exports (None: none, or several)."""
+    exports = component.type.exports(engine)
+    found = [version for version, (interface, _) in HANDLERS.items() if interface in exports]
+    return found[0] if len(found) == 1 else None
 
 
 def check_component(component: Component, engine: Engine) -> list[str]:
     """Why ``component`` cannot run on this host; an empty list when it can."""
     component_type = component.type
+    exports = component_type.exports(engine)
+    version = contract_version(component, engine)
+    if version is None:
+        wanted = " or ".join(interface for interface, _ in HANDLERS.values())
+        listed = ", ".join(sorted(exports)) or "nothing"
+        return [f"it does not export exactly one of {wanted} (it exports: {listed})"]
     problems = [
         problem
         for name, extern in component_type.imports(engine).items()
-        if (problem := _check_import(name, extern.ty, engine)) is not None
+        if (problem := _check_import(name, extern.ty, engine, version)) is not None
     ]
-    exports = component_type.exports(engine)
-    handler = exports.get(HANDLER_INTERFACE)
-    if handler is None:
-        listed = ", ".join(sorted(exports)) or "nothing"
-        problems.append(f"it does not export {HANDLER_INTERFACE} (it exports: {listed})")
-    elif not isinstance(handler.ty, ComponentInstanceType):
-        problems.append(f"its export {HANDLER_INTERFACE} is not an interface instance")
+    interface, signature = HANDLERS[version]
+    handler = exports[interface]
+    if not isinstance(handler.ty, ComponentInstanceType):
+        problems.append(f"its export {interface} is not an interface instance")
     else:
         functions = instance_shape(handler.ty, engine).functions
         handle = functions.get("handle")
         if handle is None:
-            problems.append(f"{HANDLER_INTERFACE} has no `handle` function")
-        elif handle != HANDLER_SIGNATURE:
-            problems.append(
-                f"{HANDLER_INTERFACE}#handle is {_shown(handle)}, "
-                f"not the contract's {_shown(HANDLER_SIGNATURE)}"
-            )
+            problems.append(f"{interface} has no `handle` function")
+        elif handle != signature:
+            problems.append(f"{interface}#handle is {_shown(handle)}, not the contract's {_shown(signature)}")
     return problems
 
 
-def _provided(name: str) -> tuple[Interface | None, str]:
+def _provided(name: str, contract: str) -> tuple[Interface | None, str]:
     """The interface the host provides for import ``name``, or None and why not."""
     match = _NAME.fullmatch(name)
     if match is None:
         return None, f"it imports {name[:80]!r}, which is not a versioned interface name"
     base, version = match["base"], match["version"]
-    if base in CONTRACT_INTERFACES:
-        if version != _CONTRACT_VERSION:
-            return None, f"it imports {name}, but this host provides {base}@{_CONTRACT_VERSION}"
-        return CONTRACT_INTERFACES[base], ""
+    if base in _CONTRACT_BASES:
+        # One contract per component: its imports are of the version its handler speaks.
+        if version != contract:
+            return None, f"it imports {name}, but it exports the handler of contract {contract}"
+        provided = CONTRACT_INTERFACES[contract].get(base)
+        if provided is None:
+            return None, f"it imports {name}, which contract {contract} does not have"
+        return provided, ""
     if base in WASI_INTERFACES:
         patch = _WASI_PATCH.fullmatch(version)
         if patch is None or int(patch[1]) > int(WASI_VERSION.rsplit(".", 1)[1]):
@@ -74,8 +84,8 @@ def _provided(name: str) -> tuple[Interface | None, str]:
     return None, f"it imports {name}, which a dagr host does not provide"
 
 
-def _check_import(name: str, item: object, engine: Engine) -> str | None:
-    interface, why = _provided(name)
+def _check_import(name: str, item: object, engine: Engine, contract: str) -> str | None:
+    interface, why = _provided(name, contract)
     if interface is None:
         return why
     if not isinstance(item, ComponentInstanceType):

@@ -149,5 +149,21 @@ def test_an_import_of_an_unknown_interface_version_of_the_contract_is_refused(
     body = "(call $ok (i32.const 0) (i32.const 0))"
     core = watkit.core_module(body).replace("@0.1.0", "@0.1.1")
     wasm = watkit.component_from_core_wat(core, wit=wit)
-    with pytest.raises(ModuleError, match=r"this host provides dagr:agent/.*@0\.1\.0"):
+    with pytest.raises(ModuleError, match=r"does not export exactly one of dagr:agent/handler@0\.1\.0 or "):
+        sandbox.load(wasm)
+
+
+def test_imports_of_another_contract_version_than_the_handler_are_refused(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # A 0.1.0 handler reaching for 0.2.0's http.fetch: one component, one contract.
+    extra = """
+package dagr:agent@0.2.0 {
+  interface http { fetch: func(url: string) -> string; }
+}
+"""
+    wit = attacker_wit(tmp_path, imports="    import dagr:agent/http@0.2.0;\n", extra=extra)
+    imports = '  (import "dagr:agent/http@0.2.0" "fetch" (func $fetch (param i32 i32 i32)))\n'
+    wasm = wat_agent("(call $ok (i32.const 0) (i32.const 0))", imports=imports, wit=wit)
+    with pytest.raises(ModuleError, match=r"exports the handler of contract 0\.1\.0"):
         sandbox.load(wasm)

@@ -13,10 +13,10 @@ import cbor2
 import pytest
 
 from dagr_wasm.invocation import (
-    ChildReply,
     ErrorKind,
     Invocation,
     Outcome,
+    Resolution,
     Spawn,
     Start,
     StatePut,
@@ -97,7 +97,7 @@ def test_spawner_spawns_suspends_and_collects(sandbox: Sandbox, agents: dict[str
     state = LocalState(None)
     state.apply(first)
     inbox = [
-        ChildReply(child_id=s.child_id, specialist="echo", ok=cbor2.dumps({"echo": s.context}), seq=10 + i)
+        Resolution(s.child_id, "child", ok=cbor2.dumps({"echo": s.context}), source="echo", seq=10 + i)
         for i, s in enumerate(reversed(spawns))
     ]
     woke = invoke(sandbox, agents, "spawner", Wake("collect"), state=state, inbox=inbox)

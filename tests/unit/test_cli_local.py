@@ -114,7 +114,7 @@ def test_a_component_of_another_world(capsys: pytest.CaptureFixture[str], tmp_pa
     )
     code, _, err = dagr(capsys, "run", str(other))
     assert code == 2
-    assert "does not export dagr:agent/handler@0.1.0" in err
+    assert "does not export exactly one of dagr:agent/handler@0.1.0" in err
 
 
 @pytest.mark.parametrize(

@@ -30,9 +30,10 @@ def head(state: str, *, task: str, wake_task: str | None = None) -> JournalHead:
 
 
 @pytest.mark.parametrize("state", ["finished", "failed", "dead", "cancelled"])
-@pytest.mark.parametrize("kind", ["wake", "reply"])
-def test_nothing_runs_on_an_ended_instance(kind: str, state: str) -> None:
-    assert decide_event(task(kind), head(state, task="t0")) is EventDecision.DROP
+def test_nothing_runs_on_an_ended_instance_and_a_late_reply_is_kept(state: str) -> None:
+    assert decide_event(task("wake"), head(state, task="t0")) is EventDecision.DROP
+    # A child answering after its parent ended (an await that timed out): kept in the inbox.
+    assert decide_event(task("reply"), head(state, task="t0")) is EventDecision.PARK
 
 
 def test_the_pending_wake_runs_and_any_other_is_stale() -> None:

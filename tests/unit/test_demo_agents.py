@@ -26,6 +26,7 @@ from dagr_wasm.invocation import (
     Publish,
     RepliesConsumed,
     Reply,
+    Resolution,
     Spawn,
     Start,
     Status,
@@ -294,18 +295,26 @@ def test_orchestrator_refuses_too_many_tickers(sandbox: Sandbox, demo: dict[str,
     assert outcome.effects == ()
 
 
+def as_event(result: Resolution) -> Reply:
+    """A stored reply as the reply event it is when the orchestrator is not waiting."""
+    return Reply(
+        ChildReply(result.handle, result.source, ok=result.ok, error=None if result.ok else result.error)
+    )
+
+
 def analyst_replies(
     sandbox: Sandbox, demo: dict[str, AgentComponent], spawns: Sequence[Spawn], *, first_seq: int = 1
-) -> list[ChildReply]:
+) -> list[Resolution]:
     """Run the analyst on each spawn's context, as the mesh would, and wrap its outcome as a reply."""
     inbox = []
     for i, spawn in enumerate(spawns):
         out = invoke(sandbox, demo, "stock-analyst", Start(spawn.context), task_id=spawn.child_id)
         assert out.status in (Status.OK, Status.FAILED), out
         inbox.append(
-            ChildReply(
-                child_id=spawn.child_id,
-                specialist="stock-analyst",
+            Resolution(
+                handle=spawn.child_id,
+                kind="child",
+                source="stock-analyst",
                 ok=out.result if out.status is Status.OK else None,
                 error=out.failure if out.status is Status.FAILED else None,
                 seq=first_seq + i,
@@ -315,7 +324,7 @@ def analyst_replies(
 
 
 def wake(
-    sandbox: Sandbox, demo: dict[str, AgentComponent], state: LocalState, inbox: Sequence[ChildReply] = ()
+    sandbox: Sandbox, demo: dict[str, AgentComponent], state: LocalState, inbox: Sequence[Resolution] = ()
 ) -> Outcome:
     outcome = invoke(sandbox, demo, "orchestrator", Wake("aggregate"), state=state, inbox=list(inbox))
     state.apply(outcome)
@@ -350,7 +359,7 @@ def test_orchestrator_wake_with_every_reply_publishes_one_report(
         "failed", "waited_s", "summary",
     }  # fmt: skip
 
-    results = {r.child_id: cbor2.loads(r.ok) for r in inbox if r.ok is not None}
+    results = {r.handle: cbor2.loads(r.ok) for r in inbox if r.ok is not None}
     assert report["tickers"] == [*TICKERS, "XYZ"]
     assert report["rows"] == [results[s.child_id] for s in spawns if s.child_id in results]
     assert [row["ticker"] for row in report["rows"]] == list(TICKERS)
@@ -438,7 +447,7 @@ def test_orchestrator_keeps_a_reply_event_and_returns_the_report_after_it(
     gme, amc = analyst_replies(sandbox, demo, spawns)
 
     # A reply as an event (the instance was not suspended when it came): kept, and the wake stays.
-    early = invoke(sandbox, demo, "orchestrator", Reply(gme), state=state)
+    early = invoke(sandbox, demo, "orchestrator", as_event(gme), state=state)
     assert early.status is Status.SUSPENDED, early
     assert early.suspend == Suspend(NOW_MS + 2_000, "aggregate")
     state.apply(early)
@@ -446,7 +455,7 @@ def test_orchestrator_keeps_a_reply_event_and_returns_the_report_after_it(
     assert [row["ticker"] for row in report["rows"]] == ["GME", "AMC"]
 
     # After the report, a late reply changes nothing: no publish, the same result.
-    late = invoke(sandbox, demo, "orchestrator", Reply(amc), state=state)
+    late = invoke(sandbox, demo, "orchestrator", as_event(amc), state=state)
     assert value(late) == report
     assert published(late) == []
     assert any("late reply" in line.message for line in late.logs)

@@ -10,6 +10,7 @@ import pytest
 PUBLIC = {
     "dagr_wasm": [
         "CONTRACT",
+        "CONTRACTS",
         "__version__",
     ],
     "dagr_wasm.sandbox": [
@@ -62,6 +63,7 @@ PUBLIC = {
         "Host",
         "HostConfig",
         "HostStats",
+        "HttpPolicy",
         "InstanceResult",
         "InstanceState",
         "InvocationLog",

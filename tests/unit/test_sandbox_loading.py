@@ -117,7 +117,7 @@ def test_a_component_of_another_world_is_refused(sandbox: Sandbox, tmp_path: Pat
         world="thing",
         wit=wit,
     )
-    with pytest.raises(ModuleError, match=r"does not export dagr:agent/handler@0\.1\.0"):
+    with pytest.raises(ModuleError, match=r"does not export exactly one of dagr:agent/handler@0\.1\.0"):
         sandbox.load(other, source="other.wasm")
 
 

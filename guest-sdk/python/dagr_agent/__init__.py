@@ -14,12 +14,13 @@ An agent is an ``Agent`` subclass (or plain functions) turned into the exported 
 
 Results are CBOR-encoded into the ``ok`` payload; ``raise Fail(msg)`` is the ``err`` result; a
 refused host call raises a ``HostError`` subclass, which traps the instance unless caught. See
-README.md next to this package for the whole API and how it maps onto ``dagr:agent@0.1.0``.
+README.md next to this package for the whole API and how it maps onto ``dagr:agent@0.2.0``.
 """
 
 from __future__ import annotations
 
 from ._agent import Agent, handler
+from ._await import Handle, Http, HttpResponse, Result, Resumed, Signals
 from ._context import Context, Log, Reply, State
 from ._errors import Conflict, Denied, Fail, HostError, Invalid, NotFound, QuotaExceeded, Unavailable
 
@@ -29,12 +30,18 @@ __all__ = [
     "Context",
     "Denied",
     "Fail",
+    "Handle",
     "HostError",
+    "Http",
+    "HttpResponse",
     "Invalid",
     "Log",
     "NotFound",
     "QuotaExceeded",
     "Reply",
+    "Result",
+    "Resumed",
+    "Signals",
     "State",
     "Unavailable",
     "handler",

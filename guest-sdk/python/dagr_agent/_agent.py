@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from . import _cbor
+from ._await import Resumed
 from ._context import Context, Reply, SuspendAccepted
 from ._errors import Fail, from_wit
 
@@ -48,6 +49,11 @@ class Agent:
     def on_message(self, ctx: Context, subject: str, payload: bytes) -> object:
         """A message arrived on a subject this instance listens on. The default ignores it."""
         return None
+
+    def on_resumed(self, ctx: Context, resumed: Resumed) -> object:
+        """A ``ctx.await_all`` / ``await_any`` ended: ``resumed`` has the results, the handles
+        still pending and whether the deadline passed."""
+        raise Fail(f"{type(self).__name__} does not handle resumed events")
 
 
 class EventHandler(Protocol):
@@ -181,10 +187,12 @@ def _preload_bindings() -> None:
     try:
         import componentize_py_types  # noqa: F401
         import wit_world.imports.config
+        import wit_world.imports.http
         import wit_world.imports.identity
         import wit_world.imports.lifecycle
         import wit_world.imports.log
         import wit_world.imports.messaging
+        import wit_world.imports.signals
         import wit_world.imports.state
         import wit_world.imports.swarm
         import wit_world.imports.types  # noqa: F401
@@ -193,7 +201,7 @@ def _preload_bindings() -> None:
 
 
 def _dispatch(agent: Agent, ctx: Context, event: Event) -> object:
-    from wit_world.imports.types import Event_Message, Event_Reply, Event_Start, Event_Wake
+    from wit_world.imports.types import Event_Message, Event_Reply, Event_Resumed, Event_Start, Event_Wake
 
     if isinstance(event, Event_Start):
         return agent.on_start(ctx, event.value)
@@ -203,7 +211,9 @@ def _dispatch(agent: Agent, ctx: Context, event: Event) -> object:
         return agent.on_reply(ctx, Reply._from_wit(event.value))
     if isinstance(event, Event_Message):
         return agent.on_message(ctx, event.value.subject, bytes(event.value.payload))
-    raise TypeError(f"unknown event {event!r}; this SDK speaks dagr:agent@0.1.0")
+    if isinstance(event, Event_Resumed):
+        return agent.on_resumed(ctx, Resumed._from_wit(event.value))
+    raise TypeError(f"unknown event {event!r}; this SDK speaks dagr:agent@0.2.0")
 
 
 def _handle(agent_cls: type[Agent], event: Event) -> bytes:

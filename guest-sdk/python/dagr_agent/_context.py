@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from . import _cbor
+from ._await import Handle, Http, Result, Signals
 from ._errors import NotFound, host_call
 
 if TYPE_CHECKING:
@@ -184,11 +185,16 @@ class Context:
     ``Fail`` or letting any other exception escape discards them.
     """
 
-    __slots__ = ("_config", "_identity", "log", "shared", "state")
+    __slots__ = ("_config", "_identity", "_results", "http", "log", "shared", "signals", "state")
 
     def __init__(self) -> None:
         self._identity: IdentityInfo | None = None
         self._config: str | None = None
+        self._results: list[Result] | None = None
+        #: Outbound HTTP (``[[grants.http]]``): calls return handles to await.
+        self.http = Http()
+        #: Named signals: ``expect`` one (a handle to await), or ``send`` one to another instance.
+        self.signals = Signals()
         #: This instance's private state; it follows the instance through suspends.
         self.state = State("instance")
         #: State shared by every instance of this specialist (needs ``kv_scope = "specialist"``).
@@ -249,21 +255,68 @@ class Context:
 
     # -- swarm ----------------------------------------------------------------------------------
 
-    def spawn(self, specialist: str, context: str, reply_to: str | None = None) -> str:
-        """Start a child instance of ``specialist`` with ``context`` as its start event; return its id.
+    def spawn(self, specialist: str, context: str, reply_to: str | None = None) -> Handle:
+        """Start a child instance of ``specialist`` with ``context`` as its start event.
 
-        Its result goes to the subject ``reply_to`` if given, else to this instance's inbox (read it
-        with ``replies()``, or get it as an ``on_reply`` event).
+        Returns its handle (a ``str``: the child's id). Await it (``await_all``) to get the child's
+        answer in ``on_resumed``; if this instance is not waiting when it comes, it arrives as an
+        ``on_reply`` event. With ``reply_to`` the result goes to that subject instead.
         """
         from wit_world.imports import swarm
 
-        return host_call(f"swarm.spawn({specialist!r})", lambda: swarm.spawn(specialist, context, reply_to))
+        return Handle(
+            host_call(f"swarm.spawn({specialist!r})", lambda: swarm.spawn(specialist, context, reply_to))
+        )
+
+    def results(self) -> list[Result]:
+        """Results in this instance's inbox not read yet (late ones of an await that timed out
+        included); marked read when the invocation commits, so each is seen once."""
+        if self._results is None:
+            from wit_world.imports import lifecycle
+
+            self._results = [Result._from_wit(r) for r in host_call("lifecycle.results()", lifecycle.results)]
+        return list(self._results)
 
     def replies(self) -> list[Reply]:
-        """The child replies in this instance's inbox not read yet; they are marked read on commit."""
-        from wit_world.imports import swarm
+        """The children's replies among ``results()``. Reading marks every unread result read
+        (signals and HTTP responses too): read ``results()`` when the agent expects those."""
+        return [
+            Reply(r.handle, "", ok=r.ok, value=r.value, error=r.error, raw=r.raw)
+            for r in self.results()
+            if r.kind == "child"
+        ]
 
-        return [Reply._from_wit(r) for r in host_call("swarm.replies()", swarm.replies)]
+    # -- waiting for things -----------------------------------------------------------------------
+
+    def await_all(
+        self, handles: list[str] | tuple[str, ...], *, timeout_s: float | timedelta, resume_context: str = ""
+    ) -> NoReturn:
+        """End this invocation until every one of ``handles`` resolved, or ``timeout_s`` passed;
+        then ``on_resumed(ctx, resumed)`` runs in a fresh instance. Nothing runs meanwhile.
+
+        The timeout obeys the manifest's ``max_suspend_s``. On success this call does not return.
+        """
+        self._await(handles, "all", timeout_s, resume_context)
+
+    def await_any(
+        self, handles: list[str] | tuple[str, ...], *, timeout_s: float | timedelta, resume_context: str = ""
+    ) -> NoReturn:
+        """Like ``await_all``, but resumes as soon as one handle resolved."""
+        self._await(handles, "any", timeout_s, resume_context)
+
+    def _await(
+        self, handles: list[str] | tuple[str, ...], mode: str, timeout: float | timedelta, resume_context: str
+    ) -> NoReturn:
+        from wit_world.imports import lifecycle
+        from wit_world.imports.types import AwaitMode
+
+        if isinstance(handles, str):
+            raise TypeError("await_all/await_any take a list of handles, not one handle")
+        wit_mode = AwaitMode.ALL if mode == "all" else AwaitMode.ANY
+        ms = _delay_ms(timeout, what="await(timeout_s")
+        names = [str(h) for h in handles]
+        host_call("lifecycle.await()", lambda: lifecycle.await_(names, wit_mode, ms, resume_context))
+        raise SuspendAccepted()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -293,7 +346,7 @@ class Context:
             when = WakeTime_AtUnixMs(_unix_ms(at))
         else:
             assert after is not None
-            when = WakeTime_AfterMs(_delay_ms(after))
+            when = WakeTime_AfterMs(_delay_ms(after, what="suspend(after"))
         host_call("lifecycle.suspend()", lambda: lifecycle.suspend(when, resume_context))
         raise SuspendAccepted()
 
@@ -309,17 +362,17 @@ def _unix_ms(at: datetime) -> int:
     return ms
 
 
-def _delay_ms(after: float | timedelta) -> int:
+def _delay_ms(after: float | timedelta, *, what: str) -> int:
     if isinstance(after, timedelta):
         ms = after // _ONE_MS
     elif isinstance(after, int | float) and not isinstance(after, bool):
         if not math.isfinite(after):
-            raise ValueError(f"suspend(after={after!r}) must be a finite delay")
+            raise ValueError(f"{what}={after!r}) must be a finite delay")
         ms = round(after * 1000)
     else:
-        raise TypeError(f"suspend(after=...) needs seconds or a timedelta, not {type(after).__name__}")
+        raise TypeError(f"{what}=...) needs seconds or a timedelta, not {type(after).__name__}")
     if ms < 0:
-        raise ValueError(f"suspend(after={after!r}) is negative; give a delay of 0 or more")
+        raise ValueError(f"{what}={after!r}) is negative; give a delay of 0 or more")
     if ms > _U64_MAX:
-        raise ValueError(f"suspend(after={after!r}) is too far in the future")
+        raise ValueError(f"{what}={after!r}) is too far in the future")
     return ms
