@@ -6,6 +6,7 @@ server. What is checked is what was stored: journals, inbox entries, requests th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -172,3 +173,16 @@ async def test_private_addresses_are_refused_unless_the_operator_allows_them(
     assert (report["ok"], report["kind"]) == (False, "denied")
     assert "private or reserved address" in report["error"]
     assert http.requests == []
+
+
+async def test_dagr_signal_refuses_an_unknown_instance_with_exit_2(
+    nats_server: EmbeddedServer, capsys: pytest.CaptureFixture[str], awaiting: None
+) -> None:
+    from meshkit import connection_flags
+
+    from dagr_wasm.cli import main
+
+    argv = ["signal", "0" * 20, "approve", "--data", '{"ok": true}', "--json", *connection_flags(nats_server)]
+    assert await asyncio.to_thread(main, argv) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == "usage" and "0" * 20 in error["message"]
