@@ -24,6 +24,7 @@ __all__ = [
     "WakeRefused",
     "grant_form",
     "is_reserved_subject",
+    "is_valid_signal_name",
     "is_valid_subject",
     "is_valid_subject_pattern",
     "resolve_wake",
@@ -37,11 +38,17 @@ GIB = 1024 * MIB
 # Always matched whole (``fullmatch``): a ``$`` anchor would let a trailing newline through.
 _TOKEN = re.compile(r"[!-)+-\-/-=?-~]+")
 _SPECIALIST = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_SIGNAL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 #: Subjects that belong to the runtime, JetStream and the server: no agent may publish there, and no
 #: grant may reach them. Task topics are here too: publishing onto one starts instances with the
 #: runtime's authority, which is what ``grants.spawn`` exists to decide.
 RESERVED_SUBJECTS = ("dagr.>", "agents.specialist.>", "_INBOX.>", "$>")
+
+
+def is_valid_signal_name(name: str) -> bool:
+    """A signal's name: 1-63 of a-z 0-9 _ -, a letter or digit first (it is part of a handle)."""
+    return bool(_SIGNAL_NAME.fullmatch(name))
 
 
 def is_valid_subject(subject: str) -> bool:

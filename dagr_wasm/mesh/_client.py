@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -38,6 +37,7 @@ from ..manifest import Manifest
 from ..policy import (
     WakeRefused,
     is_reserved_subject,
+    is_valid_signal_name,
     is_valid_subject,
     is_valid_subject_pattern,
     resolve_wake,
@@ -341,7 +341,7 @@ class Mesh:
         on it. An unknown instance is ``NotFoundError``, an ended one ``InstanceStateError``:
         nothing is stored then. ``signal_id`` makes a retried send idempotent.
         """
-        if not _SIGNAL_NAME.fullmatch(name):
+        if not is_valid_signal_name(name):
             raise PayloadError("NAME", f"{name[:60]!r} is not a signal name: 1-63 of a-z 0-9 _ -")
         if len(data) > _MAX_SIGNAL_BYTES:
             raise PayloadError("--data", f"{len(data)} bytes, over a signal's {_MAX_SIGNAL_BYTES}")
@@ -751,7 +751,6 @@ class Mesh:
 _ENDED_HINT = "It has ended; `dagr result ID` shows how. Spawn a new instance to run it again."
 _NOT_SUSPENDED_HINT = "Only a suspended instance has a wake to move."
 _GUARD_ATTEMPTS = 8
-_SIGNAL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 #: A signal is a small decision (an approval, a webhook's gist), stored in an inbox entry.
 _MAX_SIGNAL_BYTES = 256 * 1024
 _WRONG_LAST_SEQUENCE = 10071

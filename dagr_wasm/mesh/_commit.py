@@ -52,7 +52,7 @@ from ..invocation import (
     Spawn,
     Status,
 )
-from ..policy import Grants, Limits, is_valid_subject, subject_matches
+from ..policy import Capabilities, Grants, Limits, is_valid_subject, subject_matches
 from ._layout import (
     AGENTS_SUBJECTS,
     MARKER_TTL_S,
@@ -338,9 +338,8 @@ def _add_http_call(outbox: Outbox, ctx: CommitContext, effect: HttpCall) -> None
 def _add_signal(outbox: Outbox, ctx: CommitContext, effect: SignalSend, index: int) -> None:
     task = ctx.task
     target = ctx.signal_targets.get(effect.instance_id)
-    allowed = target is not None and all(
-        g.allows_signal(target) for g in (ctx.own_grants or Grants(), *task.ceilings)
-    )
+    capabilities = Capabilities(own=ctx.own_grants or Grants(), ceilings=task.ceilings)
+    allowed = target is not None and capabilities.allows_signal(target)
     if target is None or not allowed:
         why = "no such instance" if target is None else f"grants.signal does not name {target!r}"
         outbox.add(

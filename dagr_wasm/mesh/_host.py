@@ -88,6 +88,7 @@ from ._records import DeadLetter, InstanceState, JournalRecord
 from ._registry import Registry, SpecialistVersion
 from ._state import KV_PREFIX, KvStateView, LazyInbox, StateReader
 from ._tasks import (
+    TASK_HEADER,
     Task,
     TaskError,
     decode_task,
@@ -474,7 +475,7 @@ class Host:
         for _rerun in range(self.config.max_conflict_reruns + 1):
             view = KvStateView(self._reader, loop, instance=task.instance_id, specialist=name)
             inbox = LazyInbox(self._js, self._reader, loop, instance=task.instance_id)
-            limits = spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits
+            limits = _limits(spec, task)
             tree_count = await self._tree_count(task, spec)
             event: Event = task.event()
             if task.kind == "wake" and task.awaiting:
@@ -555,7 +556,7 @@ class Host:
             cursor_revision=inbox.cursor_revision,
             host=self.config.host_id,
             own_grants=spec.grants,
-            limits=spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits,
+            limits=_limits(spec, task),
             signal_targets=await self._signal_targets(outcome),
         )
 
@@ -565,8 +566,8 @@ class Host:
         for effect in outcome.effects:
             if isinstance(effect, SignalSend) and effect.instance_id not in targets:
                 head = await self._journal_head(effect.instance_id)
-                ended = head is None or head.record.ended
-                targets[effect.instance_id] = None if ended or head is None else head.record.specialist
+                live = head is not None and not head.record.ended
+                targets[effect.instance_id] = head.record.specialist if live and head else None
         return targets
 
     # -- results: signals, outbound calls, and the pokes that wake awaits ---------------------------
@@ -594,18 +595,22 @@ class Host:
             )
         else:
             assert task.http_request is not None
-            limits = spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits
             resolution = await self._http.call(
                 task.handle,
                 task.http_request,
                 Capabilities(own=spec.grants, ceilings=task.ceilings),
-                max_body_bytes=limits.max_http_response_bytes,
+                max_body_bytes=_limits(spec, task).max_http_response_bytes,
             )
+        await self._store_in_inbox(task, encode_resolution(resolution, task.task_id))
+        self.stats.committed += 1
+
+    async def _store_in_inbox(self, task: Task, entry: bytes) -> None:
+        """Store a result in ``task``'s instance's inbox and poke its await: a commit of the two
+        (a marker holding them), so the same task delivered again never stores it twice."""
         outbox = Outbox()
-        outbox.add(task.task_id, inbox_subject(task.instance_id), encode_resolution(resolution, task.task_id))
+        outbox.add(task.task_id, inbox_subject(task.instance_id), entry)
         add_poke(outbox, task.task_id, task.instance_id, task.specialist)
         await self._committer.commit_outbox(task.task_id, outbox)
-        self.stats.committed += 1
 
     async def _poke(self, task: Task) -> None:
         """Wake the instance now if its await is satisfied: its pending deadline wake is replaced
@@ -624,7 +629,7 @@ class Host:
         except NotFoundError:
             return  # the deadline fired already: that wake is on its way
         wake = decode_task(
-            pending.data or b"", {"Dagr-Task": "1"}, specialist=record.specialist, stream_seq=0,
+            pending.data or b"", {TASK_HEADER: "1"}, specialist=record.specialist, stream_seq=0,
             stream=SCHEDULES_STREAM, now_ms=int(time.time() * 1000),
         )  # fmt: skip
         if wake.task_id != record.wake_task:
@@ -636,7 +641,7 @@ class Host:
                 headers={
                     "Nats-Schedule": f"@at {iso_at(int(time.time() * 1000))}",
                     "Nats-Schedule-Target": wake_subject(record.specialist, record.id),
-                    "Dagr-Task": "1",
+                    TASK_HEADER: "1",
                     # Only over the schedule just read: a newer one (the instance moved on) stays.
                     "Nats-Expected-Last-Subject-Sequence": str(pending.seq),
                 },
@@ -748,14 +753,7 @@ class Host:
         reply delivered again later (a late replay) is recognised and never parked or run twice.
         """
         assert task.reply is not None
-        outbox = Outbox()
-        outbox.add(
-            task.task_id,
-            inbox_subject(task.instance_id),
-            encode_inbox_entry(task.reply, task.task_id),
-        )
-        add_poke(outbox, task.task_id, task.instance_id, task.specialist)  # it may be awaiting this
-        await self._committer.commit_outbox(task.task_id, outbox)
+        await self._store_in_inbox(task, encode_inbox_entry(task.reply, task.task_id))
 
     async def _dead_letter_committed(self, task: Task, reason: str) -> None:
         """A task whose effects were committed but whose outbox cannot go out: recorded, not replayed."""
@@ -782,6 +780,11 @@ class Host:
         )
         await msg.ack()
         self.stats.dead += 1
+
+
+def _limits(spec: SpecialistVersion, task: Task) -> Limits:
+    """The limits ``task`` runs under: its version's, capped by those it inherited."""
+    return spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits
 
 
 class _InstanceLock:

@@ -56,6 +56,7 @@ from ..policy import (
     WakeRefused,
     grant_form,
     is_reserved_subject,
+    is_valid_signal_name,
     is_valid_subject,
     resolve_wake,
 )
@@ -77,7 +78,6 @@ _PACKAGE = CONTRACTS[0].split("@")[0]
 _V1, _V2 = (c.split("@")[1] for c in CONTRACTS)
 #: A handle as this host issues them: a child's id, ``http-<hex>`` or ``signal-<name>``.
 _HANDLE = re.compile(r"[0-9a-f]{20}|http-[0-9a-f]{20}|signal-[a-z0-9][a-z0-9_-]{0,62}")
-_SIGNAL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _INSTANCE_ID = re.compile(r"[0-9a-f]{20}")
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
@@ -471,7 +471,7 @@ def _bad_signal_name(name: str) -> str:
 
 
 def _signals_expect(rec: Recorder, name: str) -> Any:
-    if not _SIGNAL_NAME.fullmatch(name):
+    if not is_valid_signal_name(name):
         return rec.refuse(
             "invalid", f"signal name {name[:60]!r}: 1-63 of a-z 0-9 _ -, a letter or digit first"
         )
@@ -483,7 +483,7 @@ def _signals_send(rec: Recorder, instance_id: str, name: str, data: bytes) -> An
         return rec.refuse("denied", "sending signals is not granted: grants.signal")
     if not _INSTANCE_ID.fullmatch(instance_id):
         return rec.refuse("invalid", f"{instance_id[:40]!r} is not an instance id")
-    if not _SIGNAL_NAME.fullmatch(name):
+    if not is_valid_signal_name(name):
         return rec.refuse(
             "invalid", f"signal name {name[:60]!r}: 1-63 of a-z 0-9 _ -, a letter or digit first"
         )
