@@ -25,6 +25,7 @@ __all__ = [
     "ErrorKind",
     "Event",
     "GuestError",
+    "HandleLedger",
     "HttpCall",
     "HttpRequest",
     "HttpResponse",
@@ -200,6 +201,14 @@ class EmptyState:
         return []
 
 
+class HandleLedger(Protocol):
+    """The handles an instance was given in earlier invocations and has not read the results of:
+    what it may await besides those its current invocation issues. Called from the wasm thread;
+    raises ``StateUnavailable`` when its store cannot answer."""
+
+    def knows(self, handle: str) -> bool: ...
+
+
 class StateUnavailable(Exception):
     """Raised by a ``StateView`` that cannot reach its store; becomes ``error.unavailable``."""
 
@@ -334,6 +343,10 @@ class Invocation:
     state: StateView = field(default_factory=EmptyState)
     #: Unread results in the instance's inbox (children's replies, signals, HTTP responses).
     inbox: Sequence[Resolution] = ()
+    #: Handles issued to the instance before this invocation and still unread; an await on a
+    #: handle in neither it, the inbox nor this invocation is refused. None: the driver keeps no
+    #: ledger, and any well-formed handle is accepted.
+    handles: HandleLedger | None = None
     #: Specialists that exist, for spawn to answer not-found; None when the driver cannot tell.
     spawnable: frozenset[str] | None = None
     #: The clock the invocation runs at: ``after-ms`` suspends and the suspend horizon count from here.

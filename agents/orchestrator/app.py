@@ -1,16 +1,17 @@
-"""orchestrator: one stock-analyst per ticker, a nap, then one report of what they found.
+"""orchestrator: one stock-analyst per ticker, an await on all of them, then one report.
 
 Start context: the tickers to analyse, as words of 1-5 capital letters ("GME TSLA NVDA", "$AMC,
 AAPL"); anything else in the text is ignored, and with no such word it asks about every ticker
 in ``TICKERS``. Unknown tickers are sent anyway: the analyst owns the data and says what it does
 not know, and the report lists them under ``failed``.
 
-1. start: spawn ``stock-analyst`` with "Analyze T" for each ticker T (replies come to this
-   instance's inbox), keep the child ids in instance state, suspend for 3 s.
-2. wake (resume context "aggregate", or whatever an operator gave `dagr suspend`): move the new replies from the inbox into state (a reply read is gone from
-   the inbox once the invocation commits, so they must be kept across the waits). While some
-   analyst has not answered, suspend again for 2 s, at most 5 times; then build the report, publish
-   it to ``agents.main.results`` and return it. An analyst still silent by then is reported failed.
+1. start: spawn ``stock-analyst`` with "Analyze T" for each ticker T, keep the children in
+   instance state, and await all of them for at most ``DEADLINE_S``. Nothing runs while it waits:
+   the host wakes a fresh instance as soon as the last analyst has answered.
+2. resumed (resume context "aggregate", or whatever an operator gave `dagr suspend`, which moves
+   the deadline): build the report from the answers, publish it to ``agents.main.results`` and
+   return it. An analyst still silent at the deadline is reported failed; its answer, if it ever
+   comes, is kept in the inbox and not in the report.
 
 The report (field names are stable; the CLI and the demo test read them):
 
@@ -21,7 +22,9 @@ The report (field names are stable; the CLI and the demo test read them):
 - ``most_positive`` / ``most_negative``: ``{ticker, sentiment_mean, mentions}`` of the rows with
   the highest / lowest mean Reddit sentiment (the first in asking order on a tie), or None.
 - ``failed``: ``{ticker, child_id, error}`` for each analyst that failed or never answered.
-- ``waited_s``: how long the orchestrator slept in total; ``summary``: a paragraph built from the above.
+- ``deadline_s``: how long it was prepared to wait; ``timed_out``: whether the deadline passed
+  (or an operator cut the wait short) before every analyst answered.
+- ``summary``: a paragraph built from the above.
 """
 
 import re
@@ -34,9 +37,9 @@ RESULTS = "agents.main.results"
 # The tickers the analyst has data for: the default request, not a result.
 TICKERS = ("GME", "AMC", "TSLA", "AAPL", "NVDA")
 MAX_TICKERS = 20
-FIRST_WAIT_S = 3
-RETRY_WAIT_S = 2
-MAX_RETRIES = 5
+# An upper bound, not a guess: the wait ends when the last analyst answers (well under a second
+# each); the deadline only bounds a swarm whose analysts are stuck or not deployed.
+DEADLINE_S = 60
 AGGREGATE = "aggregate"
 SIGNALS = ("bullish", "bearish", "neutral")
 ROW_FIELDS = ("ticker", "last_close", "return_30d_pct", "mentions", "sentiment_mean", "signal")
@@ -68,71 +71,65 @@ class Orchestrator(dagr.Agent):
             children.append([child_id, ticker])
             ctx.log.info(f"spawned {ANALYST} {child_id} for {ticker}")
         ctx.state.put("children", children)
-        ctx.state.put("replies", {})
-        ctx.state.put("retries", 0)
-        ctx.log.info(f"waiting {FIRST_WAIT_S} s for {len(children)} analysts: {' '.join(tickers)}")
-        ctx.suspend(after=FIRST_WAIT_S, resume_context=AGGREGATE)
+        ctx.log.info(f"awaiting {len(children)} analysts (at most {DEADLINE_S} s): {' '.join(tickers)}")
+        ctx.await_all([child_id for child_id, _ in children], timeout_s=DEADLINE_S, resume_context=AGGREGATE)
+
+    def on_resumed(self, ctx: dagr.Context, resumed: dagr.Resumed) -> object:
+        return self._report(ctx, list(resumed), resumed.resume_context, timed_out=resumed.timed_out)
 
     def on_wake(self, ctx: dagr.Context, resume_context: str) -> object:
-        if resume_context != AGGREGATE:
+        # Only an instance started before the orchestrator awaited (it used to suspend) wakes
+        # this way; it aggregates what its inbox holds, as a resume would.
+        results = ctx.results()
+        return self._report(ctx, results, resume_context, timed_out=True)
+
+    def on_reply(self, ctx: dagr.Context, reply: dagr.Reply) -> object:
+        # An answer arrives as an event only when this instance is neither awaiting nor ended: it
+        # has nothing to add to a report already made, and is kept for one still to come.
+        report = ctx.state.get("report")
+        if report is not None:
+            ctx.log.warn(f"late reply from {reply.child_id} after the report; it is not in it")
+            return report
+        early: dict[str, Row] = ctx.state.get("early", {})
+        early[reply.child_id] = _stored(reply.ok, reply.value, reply.error)
+        ctx.state.put("early", early)
+        children: list[list[str]] = ctx.state.get("children", [])
+        missing = [child_id for child_id, _ in children if child_id not in early]
+        if not missing:
+            return self._report(ctx, [], AGGREGATE, timed_out=False)
+        ctx.await_all(missing, timeout_s=DEADLINE_S, resume_context=AGGREGATE)
+
+    def _report(self, ctx: dagr.Context, results: list[dagr.Result], context: str, *, timed_out: bool) -> Row:
+        if context != AGGREGATE:
             # Moved by an operator (`dagr suspend --resume-context "Check for stock analyst
             # results"`, as in the original DAgR): any wake means "aggregate what has come".
-            ctx.log.info(f"woken with {resume_context!r}: aggregating the replies so far")
+            ctx.log.info(f"woken with {context!r}: aggregating the replies so far")
         children: list[list[str]] = ctx.state.get("children", [])
         if not children:
             raise dagr.Fail("woke to aggregate, but no analysts were spawned: start the orchestrator first")
-        replies = _collect(ctx, children)
+        ticker_of = {child_id: ticker for child_id, ticker in children}
+        replies: dict[str, Row] = ctx.state.get("early", {})
+        for result in results:
+            if result.handle not in ticker_of:
+                ctx.log.warn(f"ignoring a result for {result.handle}, which is not one of our analysts")
+                continue
+            replies[result.handle] = _stored(result.ok, result.value, result.error)
+            outcome = "ok" if result.ok else f"failed: {result.error}"
+            ctx.log.info(f"reply from {ticker_of[result.handle]} ({result.handle}): {outcome}")
         missing = [ticker for child_id, ticker in children if child_id not in replies]
-        retries: int = ctx.state.get("retries", 0)
-        if missing and retries < MAX_RETRIES:
-            ctx.state.put("retries", retries + 1)
-            ctx.log.info(
-                f"{len(replies)} of {len(children)} analysts answered; still waiting for "
-                f"{' '.join(missing)} (wait {retries + 1} of {MAX_RETRIES}, {RETRY_WAIT_S} s)"
-            )
-            ctx.suspend(after=RETRY_WAIT_S, resume_context=AGGREGATE)
         if missing:
-            ctx.log.warn(f"giving up on {' '.join(missing)} after {MAX_RETRIES} extra waits")
-        report = build_report(children, replies, waited_s=FIRST_WAIT_S + retries * RETRY_WAIT_S)
+            ctx.log.warn(f"no answer from {' '.join(missing)}: reported as failed")
+        report = build_report(children, replies, deadline_s=DEADLINE_S, timed_out=timed_out and bool(missing))
         ctx.state.put("report", report)
         ctx.publish(RESULTS, report)
         ctx.log.info(f"published the report to {RESULTS}: {report['summary']}")
         return report
 
-    def on_reply(self, ctx: dagr.Context, reply: dagr.Reply) -> object:
-        # Replies normally wait in the inbox while this instance is suspended; one arrives as an
-        # event only when the instance is not suspended, i.e. after the report (too late) or in a race.
-        report = ctx.state.get("report")
-        if report is not None:
-            ctx.log.warn(f"late reply from {reply.child_id} after the report; it is not in it")
-            return report
-        replies = ctx.state.get("replies", {})
-        replies[reply.child_id] = _stored(reply)
-        ctx.state.put("replies", replies)
-        ctx.suspend(after=RETRY_WAIT_S, resume_context=AGGREGATE)
 
-
-def _stored(reply: dagr.Reply) -> Row:
-    if reply.ok:
-        return {"ok": True, "value": reply.value, "error": None}
-    return {"ok": False, "value": None, "error": reply.error or "failed without a message"}
-
-
-def _collect(ctx: dagr.Context, children: list[list[str]]) -> dict[str, Row]:
-    """Move the unread replies of our children into state; return all kept so far."""
-    ticker_of = {child_id: ticker for child_id, ticker in children}
-    replies: dict[str, Row] = ctx.state.get("replies", {})
-    new = ctx.replies()
-    for reply in new:
-        if reply.child_id not in ticker_of:
-            ctx.log.warn(f"ignoring a reply from {reply.child_id}, which is not one of our analysts")
-            continue
-        replies[reply.child_id] = _stored(reply)
-        outcome = "ok" if reply.ok else f"failed: {reply.error}"
-        ctx.log.info(f"reply from {ticker_of[reply.child_id]} ({reply.child_id}): {outcome}")
-    if new:
-        ctx.state.put("replies", replies)
-    return replies
+def _stored(ok: bool, value: object, error: str | None) -> Row:
+    if ok:
+        return {"ok": True, "value": value, "error": None}
+    return {"ok": False, "value": None, "error": error or "failed without a message"}
 
 
 def _row_problem(value: object, ticker: str) -> str | None:
@@ -153,13 +150,15 @@ def _row_problem(value: object, ticker: str) -> str | None:
     return None
 
 
-def build_report(children: list[list[str]], replies: dict[str, Row], *, waited_s: int) -> Row:
+def build_report(
+    children: list[list[str]], replies: dict[str, Row], *, deadline_s: int, timed_out: bool
+) -> Row:
     rows: list[Row] = []
     failed: list[Row] = []
     for child_id, ticker in children:
         reply = replies.get(child_id)
         if reply is None:
-            error: str | None = f"no reply after {waited_s} s"
+            error: str | None = f"no reply within {deadline_s} s"
         elif not reply["ok"]:
             error = str(reply["error"])
         else:
@@ -185,7 +184,8 @@ def build_report(children: list[list[str]], replies: dict[str, Row], *, waited_s
         "most_positive": _mood(max(rows, key=_sentiment, default=None)),
         "most_negative": _mood(min(rows, key=_sentiment, default=None)),
         "failed": failed,
-        "waited_s": waited_s,
+        "deadline_s": deadline_s,
+        "timed_out": timed_out,
     }
     report["summary"] = _summary(report, ranked, rows)
     return report

@@ -60,6 +60,7 @@ from ._layout import (
     cursor_key,
     dead_subject,
     inbox_subject,
+    ledger_key,
     marker_key,
     record_subject,
     sched_subject,
@@ -70,7 +71,7 @@ from ._layout import (
     wake_subject,
 )
 from ._records import DeadLetter, InstanceState, InvocationLog, JournalRecord, SpawnEdge
-from ._state import KV_PREFIX, StateReader
+from ._state import KV_PREFIX, StateReader, encode_ledger
 from ._tasks import (
     Task,
     child_task_id,
@@ -171,6 +172,9 @@ class CommitContext:
     host: str = ""
     #: The specialist of each instance the invocation signals (None: no such instance).
     signal_targets: dict[str, str | None] = field(default_factory=dict)
+    #: The instance's handle ledger after the commit and the revision it was read at (guards the
+    #: write); None: it does not change.
+    ledger: tuple[frozenset[str], int] | None = None
 
 
 def invocation_record(
@@ -526,6 +530,11 @@ class Committer:
             # take the last places; the loser re-runs on the new count.
             messages.append(
                 (KV_PREFIX + tree_key(root), str(count + spawns).encode(), {_ELSS: str(revision)})
+            )
+        if ctx.ledger is not None:
+            handles, revision = ctx.ledger
+            messages.append(
+                (KV_PREFIX + ledger_key(ctx.task.instance_id), encode_ledger(handles), {_ELSS: str(revision)})
             )
         consumed = [seq for e in outcome.effects if isinstance(e, RepliesConsumed) for seq in e.seqs]
         if consumed:

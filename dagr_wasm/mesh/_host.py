@@ -39,16 +39,20 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
+from .. import CONTRACTS
 from ..errors import CommitConflict
 from ..invocation import (
     ErrorKind,
     Event,
     GuestError,
+    HttpCall,
     Invocation,
     Outcome,
+    RepliesConsumed,
     Resolution,
     Resumed,
     SignalSend,
+    Spawn,
     Status,
     signal_handle,
 )
@@ -86,7 +90,7 @@ from ._layout import (
 )
 from ._records import DeadLetter, InstanceState, JournalRecord
 from ._registry import Registry, SpecialistVersion
-from ._state import KV_PREFIX, KvStateView, LazyInbox, StateReader
+from ._state import KV_PREFIX, KvStateView, LazyInbox, LazyLedger, StateReader
 from ._tasks import (
     TASK_HEADER,
     Task,
@@ -105,6 +109,9 @@ __all__ = ["Executor", "Host", "HostConfig", "HostStats"]
 _ANNOUNCE_TTL_S = 30
 
 _log = logging.getLogger(__name__)
+
+#: The contract without ``lifecycle.await``: its agents keep no handle ledger.
+_AWAITLESS_CONTRACT = CONTRACTS[0]
 
 #: Cancelled instance ids each host keeps in memory.
 MAX_CANCELLED = 65_536
@@ -475,6 +482,12 @@ class Host:
         for _rerun in range(self.config.max_conflict_reruns + 1):
             view = KvStateView(self._reader, loop, instance=task.instance_id, specialist=name)
             inbox = LazyInbox(self._js, self._reader, loop, instance=task.instance_id)
+            # Only an agent of a contract with await can ask what it holds (0.1.0 agents pay nothing).
+            ledger = (
+                LazyLedger(self._reader, loop, instance=task.instance_id)
+                if getattr(agent, "contract", None) != _AWAITLESS_CONTRACT
+                else None
+            )
             limits = _limits(spec, task)
             tree_count = await self._tree_count(task, spec)
             event: Event = task.event()
@@ -500,6 +513,7 @@ class Host:
                 limits=limits,
                 state=view,
                 inbox=() if isinstance(event, Resumed) else inbox,
+                handles=ledger,
                 spawnable=self.catalog.spawnable,
                 now_unix_ms=int(time.time() * 1000),
                 spawn_depth=task.depth,
@@ -522,7 +536,11 @@ class Host:
                     await self._commit_final(task, spec, attempt, now_ms, outcome)
                     await msg.ack()
                 return
-            ctx = replace(await self._context(task, spec, attempt, outcome, inbox), tree_count=tree_count)
+            ctx = replace(
+                await self._context(task, spec, attempt, outcome, inbox),
+                tree_count=tree_count,
+                ledger=await _ledger_update(outcome, inbox, ledger) if ledger is not None else None,
+            )
             try:
                 fresh = await self._committer.commit(ctx, outcome)
             except CommitConflict:
@@ -797,3 +815,22 @@ class _InstanceLock:
 
 class _Stop(Exception):
     """Ends the host's task group once draining is done."""
+
+
+async def _ledger_update(
+    outcome: Outcome, inbox: LazyInbox, ledger: LazyLedger
+) -> tuple[frozenset[str], int] | None:
+    """What the instance holds after ``outcome`` commits, and the guard for writing it; None when
+    that does not change. Handles come in with spawns (answering to it) and HTTP calls, and go
+    out when their result is read."""
+    if not outcome.committable:
+        return None
+    issued = {e.child_id for e in outcome.effects if isinstance(e, Spawn) and e.reply_to is None}
+    issued.update(e.handle for e in outcome.effects if isinstance(e, HttpCall))
+    consumed = {seq for e in outcome.effects if isinstance(e, RepliesConsumed) for seq in e.seqs}
+    if not issued and not consumed:
+        return None
+    held = await ledger.load()
+    read = {r.handle for r in await inbox.entries() if r.seq in consumed} if consumed else set()
+    after = (held | issued) - read
+    return (after, ledger.revision) if after != held else None

@@ -159,6 +159,11 @@ def cursor_key(instance: str) -> str:
     return f"c.{instance}.inbox"
 
 
+def ledger_key(instance: str) -> str:
+    """The handles ``instance`` was issued and has not read the results of (what it may await)."""
+    return f"c.{instance}.handles"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Layout:
     """Settings of the layout that change with the deployment, not the code."""

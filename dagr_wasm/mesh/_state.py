@@ -17,10 +17,10 @@ from nats.js.errors import NotFoundError
 
 from ..invocation import Resolution, Scope, StateEntry, StateUnavailable
 from ..payload import decode_map
-from ._layout import INBOX_STREAM, STATE_BUCKET, cursor_key, inbox_subject, state_key
+from ._layout import INBOX_STREAM, STATE_BUCKET, cursor_key, inbox_subject, ledger_key, state_key
 from ._tasks import TaskError, decode_resolution
 
-__all__ = ["KvStateView", "LazyInbox", "StateReader"]
+__all__ = ["KvStateView", "LazyInbox", "LazyLedger", "StateReader", "encode_ledger"]
 
 T = TypeVar("T")
 
@@ -28,6 +28,21 @@ STATE_STREAM = f"KV_{STATE_BUCKET}"
 KV_PREFIX = f"$KV.{STATE_BUCKET}."
 _READ_TIMEOUT_S = 5.0
 _MAX_INBOX = 1000
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T], what: str) -> T:
+    """Run a read on the host's loop from the wasm thread, bounded; its failures as
+    ``StateUnavailable`` (the guest gets ``error.unavailable``)."""
+    future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    try:
+        return future.result(timeout=_READ_TIMEOUT_S)
+    except TimeoutError:
+        future.cancel()
+        raise StateUnavailable(f"no answer from {what} within {_READ_TIMEOUT_S} s") from None
+    except StateUnavailable:
+        raise
+    except Exception as exc:
+        raise StateUnavailable(f"{what}: {exc or type(exc).__name__}") from exc
 
 
 class StateReader:
@@ -89,14 +104,7 @@ class KvStateView:
         return state_key(scope, key, instance=self._instance, specialist=self._specialist)
 
     def _wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        try:
-            return future.result(timeout=_READ_TIMEOUT_S)
-        except TimeoutError:
-            future.cancel()
-            raise StateUnavailable(f"no answer from the state store within {_READ_TIMEOUT_S} s") from None
-        except Exception as exc:
-            raise StateUnavailable(str(exc) or type(exc).__name__) from exc
+        return _on_loop(self._loop, coroutine, "the state store")
 
     def get(self, scope: Scope, key: str) -> StateEntry | None:
         found = self._wait(self._reader.raw(self.kv_key(scope, key)))
@@ -134,17 +142,12 @@ class LazyInbox(Sequence[Resolution]):
 
     def _load(self) -> list[Resolution]:
         if self._replies is None:
-            future = asyncio.run_coroutine_threadsafe(self.load(), self._loop)
-            try:
-                self._replies = future.result(timeout=_READ_TIMEOUT_S)
-            except TimeoutError:
-                future.cancel()
-                raise StateUnavailable("no answer from the inbox within the read timeout") from None
-            except StateUnavailable:
-                raise
-            except Exception as exc:
-                raise StateUnavailable(f"inbox unavailable: {exc}") from exc
+            self._replies = _on_loop(self._loop, self.load(), "the inbox")
         return self._replies
+
+    async def entries(self) -> list[Resolution]:
+        """The unread results, as the invocation saw them if it read them."""
+        return self._replies if self._replies is not None else await self.load()
 
     async def load(self) -> list[Resolution]:
         found = await self._reader.raw(cursor_key(self._instance))
@@ -184,3 +187,38 @@ class LazyInbox(Sequence[Resolution]):
 
     def __iter__(self) -> Iterator[Resolution]:
         return iter(self._load())
+
+
+class LazyLedger:
+    """The handles an instance holds from earlier invocations (a ``HandleLedger``): children it
+    awaits the answer of, HTTP calls in flight, results unread. Loaded on first use (only an
+    await, or a commit that issues or reads handles, asks); the commit rewrites it guarded by
+    ``revision``."""
+
+    def __init__(self, reader: StateReader, loop: asyncio.AbstractEventLoop, *, instance: str) -> None:
+        self._reader = reader
+        self._loop = loop
+        self.instance = instance
+        self.handles: frozenset[str] | None = None
+        self.revision = 0
+
+    def knows(self, handle: str) -> bool:
+        if self.handles is None:
+            _on_loop(self._loop, self.load(), "the handle ledger")
+        assert self.handles is not None
+        return handle in self.handles
+
+    async def load(self) -> frozenset[str]:
+        if self.handles is None:
+            found = await self._reader.raw(ledger_key(self.instance))
+            value, self.revision, deleted = found if found is not None else (b"", 0, False)
+            self.handles = frozenset() if deleted else decode_ledger(value)
+        return self.handles
+
+
+def encode_ledger(handles: frozenset[str]) -> bytes:
+    return "\n".join(sorted(handles)).encode()
+
+
+def decode_ledger(value: bytes) -> frozenset[str]:
+    return frozenset(line for line in value.decode("ascii", "replace").split("\n") if line)

@@ -40,6 +40,7 @@ from ..invocation import (
     Publish,
     RepliesConsumed,
     Resolution,
+    Resumed,
     Scope,
     SignalSend,
     Spawn,
@@ -416,6 +417,16 @@ def _await(rec: Recorder, handles: list[str], mode: Any, timeout_ms: int, resume
         return rec.refuse(
             "invalid", f"not handles this host issued: {', '.join(repr(h[:40]) for h in unknown[:5])}"
         )
+    try:
+        never_issued = _never_issued(rec, handles)
+    except StateUnavailable as exc:
+        return rec.refuse("unavailable", f"cannot tell which handles this instance holds: {exc}")
+    if never_issued:
+        return rec.refuse(
+            "invalid",
+            "never issued to this instance, or their results were read already: "
+            + ", ".join(repr(h) for h in never_issued[:5]),
+        )
     if mode not in ("all", "any"):
         return rec.refuse("invalid", f"unknown await mode {str(mode)[:40]!r}")
     if timeout_ms <= 0:
@@ -428,12 +439,39 @@ def _await(rec: Recorder, handles: list[str], mode: Any, timeout_ms: int, resume
             max_suspend_s=rec.invocation.capabilities.max_suspend_s,
         )
     except WakeRefused as refusal:
-        return rec.refuse(refusal.kind, refusal.reason)
+        # A deadline past the horizon is a bad argument to await (the issue's typed error), where
+        # the same time given to suspend is a refused capability.
+        return rec.refuse("invalid", refusal.reason)
     if (refused := rec.charge_write(len(resume_context.encode()) + sum(map(len, handles)))) is not None:
         return refused
     rec.suspended = Await(tuple(dict.fromkeys(handles)), mode, deadline, resume_context)
     rec.effects.append(rec.suspended)
     raise WasmtimeError(SUSPEND_TRAP)
+
+
+def _never_issued(rec: Recorder, handles: list[str]) -> list[str]:
+    """The handles this instance was never given (or has read the results of): awaiting them
+    would only wait for the deadline. A signal's handle is anyone's to expect, at any time."""
+    ledger = rec.invocation.handles
+    if ledger is None:
+        return []
+    issued = {e.child_id for e in rec.effects if isinstance(e, Spawn) and e.reply_to is None}
+    issued.update(e.handle for e in rec.effects if isinstance(e, HttpCall))
+    event = rec.invocation.event
+    # Results this invocation was given are read when it commits: nothing more comes for them.
+    read = {r.handle for r in event.resolved} if isinstance(event, Resumed) else set()
+    unread = set()
+    if any(h not in issued for h in handles):
+        unread = {r.handle for r in rec.invocation.inbox}
+        if rec.replies_read:
+            read |= unread
+    return [
+        h
+        for h in handles
+        if not h.startswith("signal-")
+        and h not in issued
+        and (h in read or (h not in unread and not ledger.knows(h)))
+    ]
 
 
 def _http_fetch(rec: Recorder, request: Any) -> Any:

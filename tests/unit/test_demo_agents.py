@@ -19,6 +19,7 @@ import cbor2
 import pytest
 
 from dagr_wasm.invocation import (
+    Await,
     ChildReply,
     Event,
     Invocation,
@@ -27,6 +28,7 @@ from dagr_wasm.invocation import (
     RepliesConsumed,
     Reply,
     Resolution,
+    Resumed,
     Spawn,
     Start,
     Status,
@@ -43,6 +45,7 @@ DATA = ROOT / "agents" / "stock-analyst" / "data"
 TICKERS = ("GME", "AMC", "TSLA", "AAPL", "NVDA")  # the orchestrator's default, in its order
 NOW_MS = 1_700_000_000_000
 RESULTS = "agents.main.results"
+DEADLINE_S = 60  # the orchestrator's bound on its await
 DECIMALS = 4
 ROUNDING = 0.5 * 10**-DECIMALS + 1e-12
 
@@ -274,7 +277,7 @@ def start(
         ("GME XYZ", ("GME", "XYZ")),  # the analyst, who owns the data, judges unknown tickers
     ],
 )
-def test_orchestrator_start_spawns_one_analyst_per_ticker_and_suspends(
+def test_orchestrator_start_spawns_one_analyst_per_ticker_and_awaits_them_all(
     sandbox: Sandbox, demo: dict[str, AgentComponent], context: str, tickers: Sequence[str]
 ) -> None:
     outcome, spawns, state = start(sandbox, demo, context)
@@ -282,7 +285,11 @@ def test_orchestrator_start_spawns_one_analyst_per_ticker_and_suspends(
         ("stock-analyst", f"Analyze {t}", None) for t in tickers
     ]
     assert len({s.child_id for s in spawns}) == len(tickers)
-    assert outcome.suspend == Suspend(NOW_MS + 3_000, "aggregate")
+    # No guessed sleep: one await on exactly its children, bounded by a deadline.
+    assert outcome.suspend is None
+    assert outcome.awaiting == Await(
+        tuple(s.child_id for s in spawns), "all", NOW_MS + DEADLINE_S * 1000, "aggregate"
+    )
     assert not [e for e in outcome.effects if isinstance(e, Publish)]
     assert stored(state, "children") == [[s.child_id, t] for s, t in zip(spawns, tickers, strict=True)]
 
@@ -296,7 +303,7 @@ def test_orchestrator_refuses_too_many_tickers(sandbox: Sandbox, demo: dict[str,
 
 
 def as_event(result: Resolution) -> Reply:
-    """A stored reply as the reply event it is when the orchestrator is not waiting."""
+    """A stored reply as the reply event it is when the orchestrator is neither awaiting nor ended."""
     return Reply(
         ChildReply(result.handle, result.source, ok=result.ok, error=None if result.ok else result.error)
     )
@@ -323,10 +330,20 @@ def analyst_replies(
     return inbox
 
 
-def wake(
-    sandbox: Sandbox, demo: dict[str, AgentComponent], state: LocalState, inbox: Sequence[Resolution] = ()
+def resume(
+    sandbox: Sandbox,
+    demo: dict[str, AgentComponent],
+    state: LocalState,
+    spawns: Sequence[Spawn],
+    resolved: Sequence[Resolution],
+    *,
+    context: str = "aggregate",
 ) -> Outcome:
-    outcome = invoke(sandbox, demo, "orchestrator", Wake("aggregate"), state=state, inbox=list(inbox))
+    """The resume the host delivers when the await ends: what resolved, what is still pending."""
+    done = {r.handle for r in resolved}
+    pending = tuple(s.child_id for s in spawns if s.child_id not in done)
+    event = Resumed(tuple(resolved), pending, timed_out=bool(pending), resume_context=context)
+    outcome = invoke(sandbox, demo, "orchestrator", event, state=state)
     state.apply(outcome)
     return outcome
 
@@ -343,20 +360,19 @@ def published(outcome: Outcome) -> list[Any]:
     ]
 
 
-def test_orchestrator_wake_with_every_reply_publishes_one_report(
+def test_orchestrator_resumed_with_every_reply_publishes_one_report(
     sandbox: Sandbox, demo: dict[str, AgentComponent]
 ) -> None:
     _, spawns, state = start(sandbox, demo, "GME AMC TSLA AAPL NVDA XYZ")
     inbox = analyst_replies(sandbox, demo, spawns)
-    outcome = wake(sandbox, demo, state, list(reversed(inbox)))  # arrival order is not asking order
+    outcome = resume(sandbox, demo, state, spawns, list(reversed(inbox)))  # arrival order is not asking order
 
     report = value(outcome)
     assert published(outcome) == [report]
     assert len([e for e in outcome.effects if isinstance(e, Publish)]) == 1
-    assert RepliesConsumed(tuple(r.seq for r in reversed(inbox))) in outcome.effects
     assert set(report) == {
         "tickers", "as_of", "rows", "ranking", "signals", "most_positive", "most_negative",
-        "failed", "waited_s", "summary",
+        "failed", "deadline_s", "timed_out", "summary",
     }  # fmt: skip
 
     results = {r.handle: cbor2.loads(r.ok) for r in inbox if r.ok is not None}
@@ -383,7 +399,8 @@ def test_orchestrator_wake_with_every_reply_publishes_one_report(
     assert failed["ticker"] == "XYZ"
     assert failed["child_id"] == xyz.child_id
     assert failed["error"].startswith("unknown ticker 'XYZ'")
-    assert report["waited_s"] == 3
+    assert report["deadline_s"] == DEADLINE_S
+    assert report["timed_out"] is False
     assert report["as_of"] == "2026-01-16"
 
     summary = report["summary"]
@@ -396,63 +413,43 @@ def test_orchestrator_wake_with_every_reply_publishes_one_report(
     assert stored(state, "report") == report
 
 
-def test_orchestrator_waits_for_missing_replies_then_reports_them_failed(
+def test_orchestrator_at_the_deadline_reports_the_silent_analysts_failed(
     sandbox: Sandbox, demo: dict[str, AgentComponent]
 ) -> None:
     _, spawns, state = start(sandbox, demo, "GME AMC NVDA")
     gme, amc, _nvda = analyst_replies(sandbox, demo, spawns)
 
-    # Each wake with someone missing suspends again for 2 s, keeping what arrived so far.
-    for i, inbox in enumerate([[gme], [amc], [], [], []], start=1):
-        outcome = wake(sandbox, demo, state, inbox)
-        assert outcome.status is Status.SUSPENDED, outcome
-        assert outcome.suspend == Suspend(NOW_MS + 2_000, "aggregate")
-        assert published(outcome) == []
-        assert stored(state, "retries") == i
-
-    # The sixth wake gives up on NVDA: the report has what came, and NVDA as failed.
-    outcome = wake(sandbox, demo, state)
+    outcome = resume(sandbox, demo, state, spawns, [gme, amc])
     report = value(outcome)
     assert published(outcome) == [report]
     assert [row["ticker"] for row in report["rows"]] == ["GME", "AMC"]
     assert report["failed"] == [
-        {"ticker": "NVDA", "child_id": spawns[2].child_id, "error": "no reply after 13 s"}
+        {"ticker": "NVDA", "child_id": spawns[2].child_id, "error": f"no reply within {DEADLINE_S} s"}
     ]
-    assert report["waited_s"] == 3 + 5 * 2
+    assert report["timed_out"] is True
     assert [entry["ticker"] for entry in report["ranking"]] == sorted(
         ["GME", "AMC"], key=lambda t: reference(t)["return_30d_pct"], reverse=True
     )
     assert sum(report["signals"].values()) == 2
     assert report["summary"].startswith("2 of 3 analysts answered")
-    assert report["summary"].endswith("Failed: NVDA (no reply after 13 s).")
+    assert report["summary"].endswith(f"Failed: NVDA (no reply within {DEADLINE_S} s).")
 
 
-def test_orchestrator_reports_when_the_last_missing_reply_arrives(
-    sandbox: Sandbox, demo: dict[str, AgentComponent]
-) -> None:
-    _, spawns, state = start(sandbox, demo, "TSLA AAPL")
-    tsla, aapl = analyst_replies(sandbox, demo, spawns)
-    assert wake(sandbox, demo, state, [tsla]).status is Status.SUSPENDED
-    report = value(wake(sandbox, demo, state, [aapl]))
-    assert [row["ticker"] for row in report["rows"]] == ["TSLA", "AAPL"]
-    assert report["failed"] == []
-    assert report["waited_s"] == 5
-    assert report["summary"].endswith("No analyst failed.")
-
-
-def test_orchestrator_keeps_a_reply_event_and_returns_the_report_after_it(
+def test_orchestrator_keeps_a_reply_event_and_awaits_only_the_others(
     sandbox: Sandbox, demo: dict[str, AgentComponent]
 ) -> None:
     _, spawns, state = start(sandbox, demo, "GME AMC")
     gme, amc = analyst_replies(sandbox, demo, spawns)
 
-    # A reply as an event (the instance was not suspended when it came): kept, and the wake stays.
+    # A reply as an event (the instance was not awaiting when it came): kept, and the rest awaited.
     early = invoke(sandbox, demo, "orchestrator", as_event(gme), state=state)
     assert early.status is Status.SUSPENDED, early
-    assert early.suspend == Suspend(NOW_MS + 2_000, "aggregate")
+    assert early.awaiting is not None and early.awaiting.handles == (spawns[1].child_id,)
     state.apply(early)
-    report = value(wake(sandbox, demo, state, [amc]))
+    report = value(resume(sandbox, demo, state, spawns[1:], [amc]))
     assert [row["ticker"] for row in report["rows"]] == ["GME", "AMC"]
+    assert report["failed"] == []
+    assert report["summary"].endswith("No analyst failed.")
 
     # After the report, a late reply changes nothing: no publish, the same result.
     late = invoke(sandbox, demo, "orchestrator", as_event(amc), state=state)
@@ -461,7 +458,7 @@ def test_orchestrator_keeps_a_reply_event_and_returns_the_report_after_it(
     assert any("late reply" in line.message for line in late.logs)
 
 
-@pytest.mark.parametrize("event", [Wake("aggregate"), Wake("Check for stock analyst results")])
+@pytest.mark.parametrize("event", [Wake("aggregate"), Resumed((), (), timed_out=True, resume_context="x")])
 def test_orchestrator_fails_clearly_on_a_wake_before_any_start(
     sandbox: Sandbox, demo: dict[str, AgentComponent], event: Event
 ) -> None:
@@ -475,13 +472,26 @@ def test_orchestrator_moved_by_the_original_suspend_command_aggregates(
     sandbox: Sandbox, demo: dict[str, AgentComponent]
 ) -> None:
     """`dagr suspend --resume-context "Check for stock analyst results"` (the original DAgR's
-    example) on a waiting orchestrator: it wakes with that context and reports, not fails."""
+    example) on an awaiting orchestrator moves its deadline: it resumes with that context and
+    reports what has come, not fails."""
     _, spawns, state = start(sandbox, demo, "GME TSLA")
-    inbox = analyst_replies(sandbox, demo, spawns)
-    outcome = invoke(
-        sandbox, demo, "orchestrator", Wake("Check for stock analyst results"), state=state, inbox=inbox
-    )
+    gme, _tsla = analyst_replies(sandbox, demo, spawns)
+    outcome = resume(sandbox, demo, state, spawns, [gme], context="Check for stock analyst results")
     assert outcome.status is Status.OK, outcome.failure
     report = value(outcome)
     assert published(outcome) == [report]
+    assert [row["ticker"] for row in report["rows"]] == ["GME"]
+    assert [f["ticker"] for f in report["failed"]] == ["TSLA"]
+
+
+def test_orchestrator_woken_by_an_old_suspend_aggregates_its_inbox(
+    sandbox: Sandbox, demo: dict[str, AgentComponent]
+) -> None:
+    """An instance started by the orchestrator's earlier version (it suspended): a plain wake
+    reads the inbox and reports, with the results marked read."""
+    _, spawns, state = start(sandbox, demo, "GME TSLA")
+    inbox = analyst_replies(sandbox, demo, spawns)
+    outcome = invoke(sandbox, demo, "orchestrator", Wake("aggregate"), state=state, inbox=inbox)
+    report = value(outcome)
     assert [row["ticker"] for row in report["rows"]] == ["GME", "TSLA"]
+    assert RepliesConsumed(tuple(r.seq for r in inbox)) in outcome.effects
