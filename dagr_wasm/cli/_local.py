@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -13,14 +14,18 @@ import typer
 from ..build import BuildResult, build_agent
 from ..errors import PayloadError, UsageError
 from ..invocation import Event, Invocation, Message, Start, Wake
-from ..local import LocalState
+from ..local import LocalAnswers, LocalState, LocalWorld, Round
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest
 from ..paths import compiled_cache_dir
 from ..policy import Capabilities, Limits
 from ..sandbox import EngineSettings, Sandbox
 from ._render import JsonFlag, err_console, outcome_json, print_json, render_outcome
+from ._secrets import AllowPrivateFlag, SecretsFlag, http_policy
 
 __all__ = ["build_command", "run_command"]
+
+#: Invocations one `dagr run` makes at most (a start, then a resume per await).
+MAX_ROUNDS = 16
 
 
 class EventKind(enum.StrEnum):
@@ -112,13 +117,34 @@ def run_command(
         typer.Option("--manifest", help="dagr.toml with grants and limits (default: AGENT/dagr.toml)."),
     ] = None,
     instance_id: Annotated[str, typer.Option("--instance-id", help="The id the agent sees.")] = "local",
+    reply: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--reply",
+            help='JSON file of children\'s answers for awaits: {"<specialist or child id>": '
+            '{"ok": VALUE} | {"error": "why"} | [answers in order]}.',
+        ),
+    ] = None,
+    signal: Annotated[
+        list[str] | None,
+        typer.Option("--signal", help="NAME=DATA: a signal for an await (DATA: JSON, or text); repeatable."),
+    ] = None,
+    secrets: SecretsFlag = None,
+    http_allow_private: AllowPrivateFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Run one invocation of an agent, in process, and print its outcome: result, effects, costs, logs.
+    """Run an agent in process and print each invocation's outcome: result, effects, costs, logs.
+
+    An await is resolved here, as a host would: its HTTP calls are made (same grants, secrets and
+    checks), children answer from --reply and signals come from --signal; what nothing answers
+    stays pending and the agent resumes as at its deadline.
 
     Example: dagr run agents/counter --state counter.json
+    Example: dagr run agents/approver --signal approve='{"ok": true, "by": "ana"}'
     """
     chosen_event = _event(event, context, subject)
+    answers = LocalAnswers.parse(reply or [], signal or [])
+    world = LocalWorld(answers, http_policy(secrets, allow_private=http_allow_private))
     spec = _manifest_for(agent, manifest)
     if agent.is_dir():
         wasm_path = _build_with_progress(agent, out=None, use_cache=True, quiet=json_out).wasm
@@ -129,6 +155,7 @@ def run_command(
     else:
         wasm_path = agent
     local_state = LocalState(state)
+    rounds: list[Round] = []
     # The inner loop measures memory (hosts do not: it costs copy-on-write instantiation).
     with Sandbox(cache_dir=compiled_cache_dir(), settings=EngineSettings(measure_memory=True)) as sandbox:
         component = sandbox.load_file(wasm_path, limits=spec.limits if spec else None)
@@ -141,22 +168,66 @@ def run_command(
             capabilities=Capabilities(own=spec.grants) if spec else Capabilities(),
             limits=spec.limits if spec else Limits(),
             state=local_state,
+            inbox=world.inbox,
+            handles=world,
             now_unix_ms=int(time.time() * 1000),
         )
         outcome = sandbox.run(component, invocation)
-    local_state.apply(outcome)
+        rounds.append(Round(event.value, outcome))
+        while outcome.committable:
+            local_state.apply(outcome)
+            awaiting = outcome.awaiting
+            if awaiting is None or len(rounds) >= MAX_ROUNDS:
+                break
+            resumed = world.resolve(invocation, outcome, awaiting)
+            invocation = replace(
+                invocation,
+                task_id=uuid.uuid4().hex,
+                event=resumed,
+                inbox=(),
+                now_unix_ms=int(time.time() * 1000),
+            )
+            outcome = sandbox.run(component, invocation)
+            rounds.append(Round("resumed", outcome, resumed.resolved, resumed.pending, resumed.timed_out))
+    still_awaiting = outcome.committable and outcome.awaiting is not None
     if json_out:
         document = outcome_json(outcome)
         document["agent"] = {"source": str(wasm_path), "digest": component.digest}
         document["manifest"] = spec.name if spec else None
+        document["rounds"] = [_round_json(r) for r in rounds]
         if state is not None:
             document["state"] = local_state.to_json()
         print_json(document)
     else:
         if spec is None:
             err_console.print("[dim]no manifest: deny-all grants and default limits[/dim]")
-        render_outcome(outcome)
+        for i, done in enumerate(rounds):
+            if len(rounds) > 1:
+                err_console.print(f"[bold]invocation {i + 1}[/bold] [dim]{_round_line(done)}[/dim]")
+            render_outcome(done.outcome)
+        if still_awaiting:
+            err_console.print(f"[yellow]stopped after {MAX_ROUNDS} invocations, still awaiting[/yellow]")
         if state is not None and outcome.committable:
             err_console.print(f"[dim]state saved to {state}[/dim]")
     if not outcome.committable:
         raise typer.Exit(1)
+
+
+def _round_line(done: Round) -> str:
+    if done.event != "resumed":
+        return done.event
+    got = ", ".join(f"{r.handle} ({'ok' if r.error is None else 'failed'})" for r in done.resolved)
+    line = f"resumed with {got or 'nothing'}"
+    if done.pending:
+        line += f"; pending {', '.join(done.pending)} (no --reply/--signal for them, or no answer)"
+    return line + ("; as at the deadline" if done.timed_out else "")
+
+
+def _round_json(done: Round) -> dict[str, object]:
+    return {
+        "event": done.event,
+        "resolved": [{"handle": r.handle, "kind": r.kind, "ok": r.error is None} for r in done.resolved],
+        "pending": list(done.pending),
+        "timed_out": done.timed_out,
+        "outcome": outcome_json(done.outcome),
+    }

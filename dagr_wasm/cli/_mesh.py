@@ -35,27 +35,11 @@ from ..paths import compiled_cache_dir, credentials_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
 from ._render import ApproveGrants, JsonFlag, err_console, print_json, stdout_console, warn_broad_grants
-from ._secrets import http_policy
+from ._secrets import AllowPrivateFlag, SecretsFlag, http_policy
 
 __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
 
 T = TypeVar("T")
-
-SecretsFlag = Annotated[
-    Path | None,
-    typer.Option(
-        "--secrets",
-        help='TOML file of NAME = "value" secrets for agents\' HTTP calls (mode 0600); '
-        "DAGR_SECRET_<NAME> variables add more.",
-    ),
-]
-AllowPrivateFlag = Annotated[
-    bool,
-    typer.Option(
-        "--http-allow-private",
-        help="Let agents' HTTP calls reach private and loopback addresses (labs and tests only).",
-    ),
-]
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:

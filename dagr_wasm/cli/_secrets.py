@@ -11,11 +11,30 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from ..errors import UsageError
 from ..mesh import HttpPolicy
 
-__all__ = ["http_policy"]
+__all__ = ["AllowPrivateFlag", "SecretsFlag", "http_policy"]
+
+SecretsFlag = Annotated[
+    Path | None,
+    typer.Option(
+        "--secrets",
+        help='TOML file of NAME = "value" secrets for agents\' HTTP calls (mode 0600); '
+        "DAGR_SECRET_<NAME> variables add more.",
+    ),
+]
+AllowPrivateFlag = Annotated[
+    bool,
+    typer.Option(
+        "--http-allow-private",
+        help="Let agents' HTTP calls reach private and loopback addresses (labs and tests only).",
+    ),
+]
 
 _NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _ENV_PREFIX = "DAGR_SECRET_"

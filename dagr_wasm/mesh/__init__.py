@@ -5,10 +5,10 @@
 sandbox, given by whoever composes the two) and commits the outcomes exactly once.
 """
 
+from ..outbound import HttpPolicy
 from ._auth import AccountQuota, Credentials, Role, Tenant
 from ._client import ConnectOptions, Mesh, connect_nats
 from ._host import Executor, Host, HostConfig, HostStats
-from ._http import HttpPolicy
 from ._layout import LAYOUT_VERSION, Layout, ensure_layout
 from ._records import (
     DeadLetter,

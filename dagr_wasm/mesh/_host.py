@@ -56,6 +56,7 @@ from ..invocation import (
     Status,
     signal_handle,
 )
+from ..outbound import HttpPolicy, OutboundHttp
 from ..policy import Capabilities, Limits
 from ._auth import Signature, verify_module
 from ._catalog import MAX_AGENTS, Catalog, Lru
@@ -70,7 +71,6 @@ from ._commit import (
 )
 from ._decide import EventDecision, JournalHead, await_satisfied, decide_error, decide_event
 from ._feed import FeedConfig, TaskFeed, quietly
-from ._http import HttpPolicy, OutboundHttp
 from ._layout import (
     INSTANCES_STREAM,
     MARKER_TTL_S,

@@ -293,3 +293,101 @@ def test_deploy_of_a_path_that_does_not_exist_says_so(
     assert code == 2
     assert "nowhere: it does not exist" in err
     assert json.loads(out)["error"]["code"] == "usage"
+
+
+# --- awaits resolved locally ---------------------------------------------------------------------
+
+
+def test_run_resolves_a_signal_await_and_resumes(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path]
+) -> None:
+    args = ["run", str(built["approver"]), "--manifest", str(ROOT / "agents" / "approver" / "dagr.toml")]
+    code, out, _ = dagr(
+        capsys, *args, "--context", "ship it", "--signal", 'approve={"ok": true, "by": "ana"}', "--json"
+    )
+    assert code == 0
+    doc = json.loads(out)
+    assert [r["event"] for r in doc["rounds"]] == ["start", "resumed"]
+    assert doc["rounds"][1]["resolved"] == [{"handle": "signal-approve", "kind": "signal", "ok": True}]
+    assert doc["result"]["cbor"] == {"request": "ship it", "approved": True, "by": "ana"}
+
+    # Without the signal nothing answers: the resume comes as at the deadline, the timeout path runs.
+    code, out, _ = dagr(capsys, *args, "--context", "ship it", "--json")
+    doc = json.loads(out)
+    assert doc["rounds"][1]["pending"] == ["signal-approve"] and doc["rounds"][1]["timed_out"] is True
+    assert doc["result"]["cbor"]["approved"] is False
+
+
+def test_run_answers_children_from_a_reply_file(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path], tmp_path: Path
+) -> None:
+    row = {
+        "last_close": 1.0,
+        "return_30d_pct": 5.0,
+        "mentions": 2,
+        "sentiment_mean": 0.5,
+        "signal": "bullish",
+    }
+    replies = tmp_path / "replies.json"
+    replies.write_text(
+        json.dumps({"stock-analyst": [{"ok": {**row, "ticker": "GME"}}, {"error": "no data for AMC"}]})
+    )
+    code, out, _ = dagr(
+        capsys, "run", str(built["orchestrator"]), "--manifest", str(ROOT / "agents" / "orchestrator" / "dagr.toml"),
+        "--context", "GME AMC", "--reply", str(replies), "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    report = json.loads(out)["result"]["cbor"]
+    assert [r["ticker"] for r in report["rows"]] == ["GME"]
+    assert report["failed"][0]["ticker"] == "AMC" and report["failed"][0]["error"] == "no data for AMC"
+    assert report["timed_out"] is False
+
+
+def test_run_makes_http_calls_under_the_manifest_grants(
+    capsys: pytest.CaptureFixture[str], built: dict[str, Path], tmp_path: Path
+) -> None:
+    from httpkit import local_http
+
+    with local_http() as server:
+        manifest = tmp_path / "dagr.toml"
+        manifest.write_text(f'name = "fetcher"\n\n[[grants.http]]\nurl = "{server.url}/echo"\n')
+        base = ["run", str(built["fetcher"]), "--manifest", str(manifest), "--json"]
+        code, out, _ = dagr(
+            capsys, *base, "--http-allow-private", "--context", json.dumps({"url": f"{server.url}/echo"})
+        )
+        assert code == 0, out
+        report = json.loads(out)["result"]["cbor"]
+        assert report["ok"] is True and report["status"] == 200
+        assert len(server.requests) == 1
+
+        # The same checks as on a host: an address not allowed, a URL not granted.
+        code, out, _ = dagr(capsys, *base, "--context", json.dumps({"url": f"{server.url}/echo"}))
+        assert json.loads(out)["result"]["cbor"]["kind"] == "denied"
+        # Refused at the call, as on a host: the fetcher does not catch it, so its run fails.
+        code, out, _ = dagr(
+            capsys, *base, "--http-allow-private", "--context", json.dumps({"url": f"{server.url}/big?n=1"})
+        )
+        assert code == 1
+        assert json.loads(out)["error"]["kind"] == "denied"
+        assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "flag", "expected"),
+    [
+        ("[1]", "--reply", "must be a JSON object"),
+        ('{"stock-analyst": {"value": 1}}', "--reply", "is not an answer"),
+        ("not json", "--reply", "not valid JSON"),
+        (None, "--signal", "expected NAME=DATA"),
+    ],
+)
+def test_bad_answers_for_awaits_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str | None, flag: str, expected: str
+) -> None:
+    value = "Not A Name=1"
+    if content is not None:
+        value = str(tmp_path / "replies.json")
+        Path(value).write_text(content)
+    code, out, _ = dagr(capsys, "run", str(tmp_path / "x.wasm"), flag, value, "--json")
+    assert code == 2
+    assert expected in json.loads(out)["error"]["message"]

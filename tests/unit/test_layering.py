@@ -26,7 +26,7 @@ def test_the_sandbox_loads_no_nats() -> None:
     assert not {m for m in modules if m == "nats" or m.startswith("nats.")}
 
 
-@pytest.mark.parametrize("module", ["dagr_wasm.invocation", "dagr_wasm.policy"])
+@pytest.mark.parametrize("module", ["dagr_wasm.invocation", "dagr_wasm.policy", "dagr_wasm.outbound"])
 def test_the_seam_loads_neither(module: str) -> None:
     modules = loaded_after_import(module)
     assert not {m for m in modules if m.split(".")[0] in ("wasmtime", "nats")}

@@ -32,8 +32,8 @@ from urllib.parse import urljoin
 
 import httpx
 
-from ..invocation import HttpRequest, HttpResponse, Resolution
-from ..policy import Capabilities, grant_form
+from .invocation import HttpRequest, HttpResponse, Resolution
+from .policy import Capabilities, grant_form
 
 __all__ = ["HttpPolicy", "OutboundHttp", "placeholder"]
 
