@@ -39,6 +39,8 @@ __all__ = ["HttpPolicy", "OutboundHttp", "placeholder"]
 
 _PLACEHOLDER = re.compile(r"\{\{secret:([A-Z][A-Z0-9_]{0,63})\}\}")
 _REDIRECTS = (301, 302, 303, 307, 308)
+# They describe the bytes on the wire, not the body the agent gets (decoded, redacted): dropped.
+_WIRE_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
 
 
 def placeholder(name: str) -> str:
@@ -133,6 +135,7 @@ class OutboundHttp:
                         headers=tuple(
                             (name, self._redact(value.encode()).decode("utf-8", "replace"))
                             for name, value in response.headers.multi_items()
+                            if name.lower() not in _WIRE_HEADERS
                         ),
                         body=self._redact(bytes(data)),
                     ),

@@ -104,6 +104,9 @@ async def test_a_secret_echoed_back_by_the_server_reaches_the_agent_as_its_place
     # so its result, state, log and publish (all in the streams) hold none of it.
     assert report["ok"] and PLACEHOLDER in report["body"] and SECRET not in json.dumps(report)
     assert ["x-echo-authorization", f"Bearer {PLACEHOLDER}"] in report["headers"]
+    # The wire's length (of the body with the secret) is not passed on: it would tell the
+    # secret's length, and it does not describe the body the agent got.
+    assert "content-length" not in {name for name, _ in report["headers"]}
     assert await assert_nowhere_stored(secret_host) > 0
 
 
