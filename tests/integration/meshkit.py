@@ -134,16 +134,20 @@ StartHostProcess = Callable[..., HostProcess]
 
 @pytest.fixture
 def host_process(tmp_path: Path) -> Iterator[StartHostProcess]:
-    """``host_process(server, concurrency=4)``: a real `dagr host` process with the host role's
-    credentials (or anonymous, given a URL), killed after the test."""
+    """``host_process(server, concurrency=4, flags=("--http-allow-private",))``: a real `dagr host`
+    process with the host role's credentials (or anonymous, given a URL) and any further `dagr host`
+    flags, killed after the test."""
     started: list[HostProcess] = []
 
-    def start(server: EmbeddedServer | str, *, concurrency: int = 4) -> HostProcess:
+    def start(
+        server: EmbeddedServer | str, *, concurrency: int = 4, flags: tuple[str, ...] = ()
+    ) -> HostProcess:
         log = tmp_path / f"host-{len(started)}.log"
         log_file = log.open("wb")
         dagr = Path(sys.executable).parent / "dagr"
+        command = [str(dagr), "host", *connection_flags(server, Role.HOST), "--concurrency", str(concurrency)]
         proc = subprocess.Popen(
-            [str(dagr), "host", *connection_flags(server, Role.HOST), "--concurrency", str(concurrency)],
+            [*command, *flags],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
