@@ -41,7 +41,7 @@ from .invocation import (
     signal_handle,
 )
 from .outbound import HttpPolicy, OutboundHttp
-from .payload import encode_cbor, from_tagged, to_tagged
+from .payload import encode_cbor, from_tagged, json_or_text, to_tagged
 from .policy import is_valid_signal_name
 
 __all__ = ["STATE_FORMAT", "ChildAnswer", "LocalAnswers", "LocalState", "LocalWorld", "Round"]
@@ -168,15 +168,8 @@ class LocalAnswers:
                     "expected NAME=DATA with a signal name (1-63 of a-z 0-9 _ -, a letter or digit first)",
                     hint="Example: --signal approve='{\"ok\": true}'",
                 )
-            by_name.setdefault(name, []).append(encode_cbor(_json_or_text(data)))
+            by_name.setdefault(name, []).append(encode_cbor(json_or_text(data)))
         return cls(children, by_name)
-
-
-def _json_or_text(data: str) -> Any:
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError:
-        return data
 
 
 def _reply_file(path: Path) -> dict[str, list[ChildAnswer]]:

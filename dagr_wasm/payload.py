@@ -15,12 +15,22 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 from typing import Any
 
 import cbor2
 
-__all__ = ["MAX_DEPTH", "decode_cbor", "decode_map", "encode_cbor", "from_tagged", "jsonable", "to_tagged"]
+__all__ = [
+    "MAX_DEPTH",
+    "decode_cbor",
+    "decode_map",
+    "encode_cbor",
+    "from_tagged",
+    "json_or_text",
+    "jsonable",
+    "to_tagged",
+]
 
 #: Deepest nesting of arrays and maps a decoded payload may have.
 MAX_DEPTH = 64
@@ -52,6 +62,14 @@ _SEMANTIC_TAGS = (
     43000,
     55799,
 )
+
+
+def json_or_text(text: str) -> Any:
+    """What a command-line value means as data: its JSON value if it is JSON, else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def encode_cbor(value: Any) -> bytes:

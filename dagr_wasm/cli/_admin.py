@@ -21,7 +21,7 @@ from ..deploy import check_module
 from ..errors import PayloadError, UsageError
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest, validate_manifest
 from ..mesh import InstanceResult, JournalRecord, Mesh, TreeNode
-from ..payload import encode_cbor, to_tagged
+from ..payload import encode_cbor, json_or_text, to_tagged
 from ._connect import Connection, with_connection
 from ._render import (
     ApproveGrants,
@@ -421,13 +421,7 @@ def signal_command(
 
     Example: dagr signal 4c855474525b71512227 approve --data '{"ok": true, "by": "ana"}'
     """
-    value: Any = None
-    if data is not None:
-        try:
-            value = json.loads(data)
-        except json.JSONDecodeError:
-            value = data
-    payload = encode_cbor(value)
+    payload = encode_cbor(json_or_text(data) if data is not None else None)
     signal_id = _with_mesh(connection, lambda mesh: mesh.signal(instance, name, payload))
     if json_out:
         print_json({"instance": instance, "name": name, "id": signal_id, "data": to_tagged(payload)})
