@@ -32,7 +32,6 @@ from dagr_wasm.invocation import (
     Spawn,
     Start,
     Status,
-    Suspend,
     Wake,
 )
 from dagr_wasm.local import LocalState
