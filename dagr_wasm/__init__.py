@@ -9,8 +9,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 #: The WIT package every agent targets; hosts refuse components built against another one.
-CONTRACT = "dagr:agent@0.2.0"
+CONTRACT = "dagr:agent@0.3.0"
 #: Every contract version this host runs, oldest first: components built against any keep working.
-CONTRACTS = ("dagr:agent@0.1.0", "dagr:agent@0.2.0")
+CONTRACTS = ("dagr:agent@0.1.0", "dagr:agent@0.2.0", "dagr:agent@0.3.0")
 
 __all__ = ["CONTRACT", "CONTRACTS", "__version__"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, get_args
 
+from .chat import ChatRequest, ChatResponse
 from .policy import Capabilities, Limits
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "LogLevel",
     "LogLine",
     "Message",
+    "ModelCall",
     "Outcome",
     "Publish",
     "RepliesConsumed",
@@ -54,6 +56,7 @@ __all__ = [
     "Wake",
     "child_instance_id",
     "http_handle",
+    "model_handle",
     "signal_handle",
 ]
 
@@ -127,7 +130,7 @@ class HttpResponse:
     body: bytes = b""
 
 
-ResolutionKind: TypeAlias = Literal["child", "http", "signal"]
+ResolutionKind: TypeAlias = Literal["child", "http", "signal", "model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,8 @@ class Resolution:
     error: str | None = None
     error_kind: str = "unavailable"
     response: HttpResponse | None = None
+    #: ``model``: the answer (None with ``error`` and ``error_kind`` when there is none).
+    chat: ChatResponse | None = None
     #: The child's specialist, or the signal's name.
     source: str = ""
     seq: int = 0
@@ -279,6 +284,15 @@ class HttpCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelCall:
+    """A model call to make once the invocation commits; ``handle`` names its answer."""
+
+    handle: str
+    request: ChatRequest
+    kind: Literal["model-call"] = "model-call"
+
+
+@dataclass(frozen=True, slots=True)
 class SignalSend:
     """A signal to another instance, sent once the invocation commits."""
 
@@ -297,7 +311,16 @@ class RepliesConsumed:
 
 
 Effect: TypeAlias = (
-    StatePut | StateDelete | Publish | Spawn | Suspend | Await | HttpCall | SignalSend | RepliesConsumed
+    StatePut
+    | StateDelete
+    | Publish
+    | Spawn
+    | Suspend
+    | Await
+    | HttpCall
+    | ModelCall
+    | SignalSend
+    | RepliesConsumed
 )
 
 
@@ -316,6 +339,13 @@ def http_handle(task_id: str, index: int) -> str:
     id, so a re-run names its calls the same way and a stored response is reused, not re-fetched."""
     digest = hashlib.sha256(f"{task_id}/http/{index}".encode()).hexdigest()
     return f"http-{digest[:20]}"
+
+
+def model_handle(task_id: str, index: int) -> str:
+    """The handle of the ``index``-th model call of task ``task_id``: deterministic, so a re-run
+    names its calls the same way and a stored answer is reused, never paid for twice."""
+    digest = hashlib.sha256(f"{task_id}/model/{index}".encode()).hexdigest()
+    return f"model-{digest[:20]}"
 
 
 def signal_handle(name: str) -> str:

@@ -39,6 +39,7 @@ GIB = 1024 * MIB
 _TOKEN = re.compile(r"[!-)+-\-/-=?-~]+")
 _SPECIALIST = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _SIGNAL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_MODEL_ALIAS = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
 #: Subjects that belong to the runtime, JetStream and the server: no agent may publish there, and no
 #: grant may reach them. Task topics are here too: publishing onto one starts instances with the
@@ -158,6 +159,10 @@ class Limits(BaseModel):
     #: the host accepts for each (a larger one resolves as ``invalid``, never truncated silently).
     max_http_calls: int = Field(default=16, ge=0)
     max_http_response_bytes: int = Field(default=1 * MIB, ge=0, le=4 * MIB)
+    #: Model calls one invocation may queue (``model.chat``), and the size of one request (the
+    #: whole conversation, tools included) the host accepts.
+    max_model_calls: int = Field(default=8, ge=0)
+    max_model_request_bytes: int = Field(default=1 * MIB, ge=0, le=4 * MIB)
     # A componentize-py agent needs 12 MiB of memory, ~9-16 core instances, 2 tables and ~5,700
     # table elements (measured); the defaults leave room without inviting abuse.
     max_instances: int = Field(default=32, ge=1, description="core instances in the component")
@@ -195,6 +200,8 @@ HOST_CEILING = Limits(
     max_publishes=1000,
     max_http_calls=256,
     max_http_response_bytes=4 * MIB,
+    max_model_calls=256,
+    max_model_request_bytes=4 * MIB,
     max_instances=100,
     max_tables=100,
     max_table_elements=1_000_000,
@@ -293,6 +300,9 @@ class Grants(BaseModel):
     max_suspend_s: int = Field(default=7 * 86_400, ge=0, description="the furthest wake it may schedule")
     http: tuple[HttpGrant, ...] = Field(default=(), description="URL patterns it may fetch, with secrets")
     signal: tuple[str, ...] = Field(default=(), description="specialists whose instances it may signal")
+    models: tuple[str, ...] = Field(
+        default=(), description="model aliases it may call (the host maps each to a provider and key)"
+    )
 
     @field_validator("publish")
     @classmethod
@@ -328,6 +338,7 @@ class Grants(BaseModel):
                 f"secret {n} for {grant.url}" for n in grant.secrets if not old or n not in old[0].secrets
             ]
         more += [f"signal {name}" for name in self.signal if name not in previous.signal]
+        more += [f"model {alias}" for alias in self.models if alias not in previous.models]
         return more
 
     def broad_patterns(self) -> list[str]:
@@ -361,6 +372,18 @@ class Grants(BaseModel):
 
     def allows_signal(self, specialist: str) -> bool:
         return specialist in self.signal
+
+    def allows_model(self, alias: str) -> bool:
+        return alias in self.models
+
+    @field_validator("models")
+    @classmethod
+    def _aliases_are_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if not _MODEL_ALIAS.fullmatch(a)]
+        if bad:
+            names = ", ".join(map(repr, bad))
+            raise ValueError(f"not valid model aliases (lowercase letters, digits, '.', '_', '-'): {names}")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +422,9 @@ class Capabilities:
 
     def allows_signal(self, specialist: str) -> bool:
         return all(g.allows_signal(specialist) for g in self._chain())
+
+    def allows_model(self, alias: str) -> bool:
+        return all(g.allows_model(alias) for g in self._chain())
 
     @property
     def may_signal(self) -> bool:

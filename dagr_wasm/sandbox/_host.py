@@ -18,17 +18,19 @@ exception object.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from wasmtime import WasmtimeError
 from wasmtime.component import Linker, Record, ResourceType, Variant
 
 from .. import CONTRACTS
+from ..chat import ChatMessage, ChatRequest, ChatResponse, Role, ToolCall, ToolDefinition
 from ..invocation import (
     Await,
     ChildReply,
@@ -37,6 +39,7 @@ from ..invocation import (
     HttpRequest,
     Invocation,
     LogLine,
+    ModelCall,
     Publish,
     RepliesConsumed,
     Resolution,
@@ -50,6 +53,7 @@ from ..invocation import (
     Suspend,
     child_instance_id,
     http_handle,
+    model_handle,
     signal_handle,
 )
 from ..policy import (
@@ -76,9 +80,13 @@ __all__ = [
 ]
 
 _PACKAGE = CONTRACTS[0].split("@")[0]
-_V1, _V2 = (c.split("@")[1] for c in CONTRACTS)
-#: A handle as this host issues them: a child's id, ``http-<hex>`` or ``signal-<name>``.
-_HANDLE = re.compile(r"[0-9a-f]{20}|http-[0-9a-f]{20}|signal-[a-z0-9][a-z0-9_-]{0,62}")
+_V1, _V2, _V3 = (c.split("@")[1] for c in CONTRACTS)
+#: A handle as this host issues them: a child's id, ``http-<hex>``, ``model-<hex>`` or ``signal-<name>``.
+_HANDLE = re.compile(r"[0-9a-f]{20}|(?:http|model)-[0-9a-f]{20}|signal-[a-z0-9][a-z0-9_-]{0,62}")
+_ROLES = ("system", "user", "assistant", "tool")
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MAX_TOOLS = 128
+_MAX_STOPS = 8
 _INSTANCE_ID = re.compile(r"[0-9a-f]{20}")
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
@@ -128,6 +136,7 @@ class Recorder:
         self.spawns = 0
         self.publishes = 0
         self.http_calls = 0
+        self.model_calls = 0
         #: Overlay of this invocation's own writes: reads see them (None: deleted).
         self.overlay: dict[tuple[Scope, str], bytes | None] = {}
         #: Revision of each key read from the view, for the commit's conflict check.
@@ -361,13 +370,20 @@ def _suspend(rec: Recorder, when: Variant, resume_context: str) -> Any:
 
 
 def resolution_record(resolution: Resolution) -> Record:
-    """A stored result as the 0.2.0 contract's ``resolution`` record."""
+    """A stored result as the contract's ``resolution`` record (0.2.0 and later; only a 0.3.0
+    agent can have a model's answer)."""
     value: Variant
     if resolution.kind == "child":
         outcome = resolution.ok if resolution.ok is not None else (resolution.error or "")
         value = Variant("child", outcome)
     elif resolution.kind == "signal":
         value = Variant("signal", resolution.ok or b"")
+    elif resolution.kind == "model":
+        if resolution.chat is not None:
+            value = Variant("model", _chat_response_record(resolution.chat))
+        else:
+            kind = resolution.error_kind if resolution.error_kind in _ERROR_CASES else "unavailable"
+            value = Variant("model", _error(kind, resolution.error or "the model call failed"))
     elif resolution.response is not None:
         r = resolution.response
         value = Variant("http", wit_record(status=r.status, headers=list(r.headers), body=r.body))
@@ -456,7 +472,7 @@ def _never_issued(rec: Recorder, handles: list[str]) -> list[str]:
     if ledger is None:
         return []
     issued = {e.child_id for e in rec.effects if isinstance(e, Spawn) and e.reply_to is None}
-    issued.update(e.handle for e in rec.effects if isinstance(e, HttpCall))
+    issued.update(e.handle for e in rec.effects if isinstance(e, HttpCall | ModelCall))
     event = rec.invocation.event
     # Results this invocation was given are read when it commits: nothing more comes for them.
     read = {r.handle for r in event.resolved} if isinstance(event, Resumed) else set()
@@ -502,6 +518,123 @@ def _http_fetch(rec: Recorder, request: Any) -> Any:
     call = HttpRequest(method, url, tuple((str(n), str(v)) for n, v in headers), body, max(timeout_ms, 0))
     rec.effects.append(HttpCall(handle, call))
     return handle
+
+
+def _chat_response_record(chat: ChatResponse) -> Record:
+    return wit_record(
+        text=chat.text,
+        tool_calls=[_tool_call_record(c) for c in chat.tool_calls],
+        finish_reason=chat.finish_reason.value,
+        usage=wit_record(input_tokens=chat.usage.input_tokens, output_tokens=chat.usage.output_tokens),
+        model=chat.model,
+    )
+
+
+def _tool_call_record(call: ToolCall) -> Record:
+    return wit_record(id=call.id, name=call.name, arguments_json=call.arguments_json)
+
+
+class _BadRequest(Exception):
+    """A malformed ``chat-request``; the message says which part."""
+
+
+def _chat_request(request: Any) -> ChatRequest:
+    """The guest's ``chat-request`` as plain data, checked part by part."""
+    messages = []
+    for i, m in enumerate(getattr(request, "messages", [])):
+        role = str(getattr(m, "role", ""))
+        if role not in _ROLES:
+            raise _BadRequest(f"message {i}: role {role[:20]!r} is not one of {', '.join(_ROLES)}")
+        calls = tuple(
+            ToolCall(str(c.id), str(c.name), str(getattr(c, "arguments-json")))
+            for c in getattr(m, "tool-calls", [])
+        )
+        tool_call_id = getattr(m, "tool-call-id", None)
+        if role == "tool" and not tool_call_id:
+            raise _BadRequest(f"message {i}: a tool message needs the tool-call-id it answers")
+        messages.append(ChatMessage(cast(Role, role), tuple(map(str, m.content)), calls, tool_call_id))
+    if not messages:
+        raise _BadRequest("a chat request needs at least one message")
+    tools = []
+    for t in getattr(request, "tools", []):
+        name = str(t.name)
+        if not _TOOL_NAME.fullmatch(name):
+            raise _BadRequest(f"tool name {name[:70]!r}: 1-64 of A-Z a-z 0-9 _ -")
+        schema = _json_text(getattr(t, "parameters-json"), f"tool {name}'s parameters")
+        if not isinstance(json.loads(schema), dict):
+            raise _BadRequest(f"tool {name}'s parameters must be a JSON schema object")
+        tools.append(ToolDefinition(name, str(t.description), schema))
+    if len(tools) > _MAX_TOOLS or len({t.name for t in tools}) != len(tools):
+        raise _BadRequest(f"at most {_MAX_TOOLS} tools, each name once")
+    choice = getattr(request, "tool-choice", None)
+    tag = getattr(choice, "tag", None)
+    if tag == "named":
+        tool_choice = str(getattr(choice, "payload", ""))
+        if tool_choice not in {t.name for t in tools}:
+            raise _BadRequest(f"tool-choice names {tool_choice[:70]!r}, which is not among the tools")
+    elif tag in ("auto", "none", "required"):
+        tool_choice = str(tag)
+    else:
+        raise _BadRequest(f"unknown tool-choice {str(tag)[:40]!r}")
+    if tool_choice == "required" and not tools:
+        raise _BadRequest("tool-choice required, but no tools")
+    max_tokens = getattr(request, "max-output-tokens", None)
+    if max_tokens is not None and max_tokens <= 0:
+        raise _BadRequest("max-output-tokens must be positive")
+    temperature = getattr(request, "temperature", None)
+    if temperature is not None and not 0.0 <= float(temperature) <= 2.0:
+        raise _BadRequest("temperature must be between 0 and 2")
+    stop = tuple(str(x) for x in getattr(request, "stop", []))
+    if len(stop) > _MAX_STOPS or any(not x for x in stop):
+        raise _BadRequest(f"at most {_MAX_STOPS} stop sequences, none empty")
+    return ChatRequest(
+        model=str(getattr(request, "model", "")),
+        messages=tuple(messages),
+        tools=tuple(tools),
+        tool_choice=tool_choice,
+        max_output_tokens=max_tokens,
+        temperature=None if temperature is None else float(temperature),
+        stop=stop,
+    )
+
+
+def _json_text(text: Any, what: str) -> str:
+    try:
+        json.loads(str(text))
+    except ValueError:
+        raise _BadRequest(f"{what} are not JSON") from None
+    return str(text)
+
+
+def _model_chat(rec: Recorder, request: Any) -> Any:
+    alias = str(getattr(request, "model", ""))
+    if not rec.invocation.capabilities.allows_model(alias):
+        return rec.refuse("denied", f"model alias {alias[:64]!r} is not granted: grants.models")
+    if rec.model_calls >= rec.limits.max_model_calls:
+        return rec.refuse("quota-exceeded", f"more than max_model_calls={rec.limits.max_model_calls}")
+    try:
+        chat = _chat_request(request)
+    except _BadRequest as bad:
+        return rec.refuse("invalid", str(bad))
+    size = _request_size(chat)
+    if size > rec.limits.max_model_request_bytes:
+        return rec.refuse(
+            "invalid",
+            f"the request is {size} bytes, over max_model_request_bytes={rec.limits.max_model_request_bytes}",
+        )
+    if (refused := rec.charge_write(size)) is not None:
+        return refused
+    handle = model_handle(rec.invocation.task_id, rec.model_calls)
+    rec.model_calls += 1
+    rec.effects.append(ModelCall(handle, chat))
+    return handle
+
+
+def _request_size(chat: ChatRequest) -> int:
+    text = sum(len(c.encode()) for m in chat.messages for c in m.content)
+    calls = sum(len(c.arguments_json) + len(c.name) for m in chat.messages for c in m.tool_calls)
+    tools = sum(len(t.parameters_json) + len(t.description) + len(t.name) for t in chat.tools)
+    return text + calls + tools + sum(map(len, chat.stop)) + 64 * len(chat.messages)
 
 
 def _bad_signal_name(name: str) -> str:
@@ -632,12 +765,27 @@ _RESOLUTION = (
     f"http(result<record{{status: u16, headers: {_HEADERS}, body: list<u8>}}, {_ERROR}>), "
     "signal(list<u8>)}}"
 )
+_TOOL_CALL = "record{id: string, name: string, arguments-json: string}"
+_CHAT_REQUEST = (
+    "record{model: string, messages: list<record{role: enum{system, user, assistant, tool}, "
+    f"content: list<string>, tool-calls: list<{_TOOL_CALL}>, tool-call-id: option<string>}}>, "
+    "tools: list<record{name: string, description: string, parameters-json: string}>, "
+    "tool-choice: variant{auto, none, required, named(string)}, max-output-tokens: option<u32>, "
+    "temperature: option<f32>, stop: list<string>}"
+)
+_CHAT_RESPONSE = (
+    f"record{{text: string, tool-calls: list<{_TOOL_CALL}>, "
+    "finish-reason: enum{stop, length, tool-calls, content-filter, other}, "
+    "usage: record{input-tokens: u32, output-tokens: u32}, model: string}"
+)
+_RESOLUTION_V3 = _RESOLUTION[: -len("}}")] + f", model(result<{_CHAT_RESPONSE}, {_ERROR}>)}}}}"
 _EVENT_V1 = f"variant{{start(string), wake(string), reply({_CHILD_REPLY}), message({_MESSAGE})}}"
 _EVENT_V2 = (
     f"variant{{start(string), wake(string), reply({_CHILD_REPLY}), message({_MESSAGE}), "
     f"resumed(record{{resolved: list<{_RESOLUTION}>, pending: list<string>, timed-out: bool, "
     "resume-context: string})}"
 )
+_EVENT_V3 = _EVENT_V2.replace(f"list<{_RESOLUTION}>", f"list<{_RESOLUTION_V3}>")
 _HTTP_REQUEST = f"record{{method: string, url: string, headers: {_HEADERS}, body: list<u8>, timeout-ms: u32}}"
 
 Table = dict[str, dict[str, tuple[Callable[..., Any], bool, str]]]
@@ -712,7 +860,16 @@ _V2_TABLE: Table = {
         ),
     },
 }
-_TABLES: dict[str, Table] = {_V1: _V1_TABLE, _V2: _V2_TABLE}
+# 0.3.0: model calls; a resolution can be a model's answer.
+_V3_TABLE: Table = {
+    **_V2_TABLE,
+    "lifecycle": {
+        **_V2_TABLE["lifecycle"],
+        "results": (_results, True, f"func() -> result<list<{_RESOLUTION_V3}>, {_ERROR}>"),
+    },
+    "model": {"chat": (_model_chat, True, f"func(request: {_CHAT_REQUEST}) -> result<string, {_ERROR}>")},
+}
+_TABLES: dict[str, Table] = {_V1: _V1_TABLE, _V2: _V2_TABLE, _V3: _V3_TABLE}
 
 #: What each dagr interface declares, per contract version (``types`` holds only type definitions).
 CONTRACT_INTERFACES: dict[str, dict[str, Interface]] = {
@@ -727,6 +884,7 @@ CONTRACT_INTERFACES: dict[str, dict[str, Interface]] = {
 HANDLERS: dict[str, tuple[str, str]] = {
     _V1: (f"{_PACKAGE}/handler@{_V1}", f"func(event: {_EVENT_V1}) -> result<list<u8>, string>"),
     _V2: (f"{_PACKAGE}/handler@{_V2}", f"func(event: {_EVENT_V2}) -> result<list<u8>, string>"),
+    _V3: (f"{_PACKAGE}/handler@{_V3}", f"func(event: {_EVENT_V3}) -> result<list<u8>, string>"),
 }
 
 

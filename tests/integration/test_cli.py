@@ -494,7 +494,7 @@ DAGR_BIN = str(Path(sys.executable).parent / "dagr")
 def test_version(dagr: Dagr) -> None:
     code, out, _ = dagr("--version", nats=False)
     assert code == 0
-    assert out.startswith("dagr-wasm 0.1.0 (contract dagr:agent@0.2.0)")
+    assert out.startswith("dagr-wasm 0.1.0 (contract dagr:agent@0.3.0)")
 
 
 def test_watch_prints_what_agents_publish(dagr: Dagr, nats_server: EmbeddedServer) -> None:

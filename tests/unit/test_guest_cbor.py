@@ -329,6 +329,7 @@ def test_public_names_are_pinned() -> None:
     assert "wit_world" not in sys.modules
     assert sorted(dagr_agent.__all__) == [
         "Agent",
+        "ChatResponse",
         "Conflict",
         "Context",
         "Denied",
@@ -339,6 +340,7 @@ def test_public_names_are_pinned() -> None:
         "HttpResponse",
         "Invalid",
         "Log",
+        "Model",
         "NotFound",
         "QuotaExceeded",
         "Reply",
@@ -346,6 +348,7 @@ def test_public_names_are_pinned() -> None:
         "Resumed",
         "Signals",
         "State",
+        "ToolCall",
         "Unavailable",
         "handler",
     ]

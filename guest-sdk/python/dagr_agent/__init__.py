@@ -14,7 +14,7 @@ An agent is an ``Agent`` subclass (or plain functions) turned into the exported 
 
 Results are CBOR-encoded into the ``ok`` payload; ``raise Fail(msg)`` is the ``err`` result; a
 refused host call raises a ``HostError`` subclass, which traps the instance unless caught. See
-README.md next to this package for the whole API and how it maps onto ``dagr:agent@0.2.0``.
+README.md next to this package for the whole API and how it maps onto ``dagr:agent@0.3.0``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from ._agent import Agent, handler
 from ._await import Handle, Http, HttpResponse, Result, Resumed, Signals
 from ._context import Context, Log, Reply, State
 from ._errors import Conflict, Denied, Fail, HostError, Invalid, NotFound, QuotaExceeded, Unavailable
+from ._model import ChatResponse, Model, ToolCall
 
 __all__ = [
     "Agent",
+    "ChatResponse",
     "Conflict",
     "Context",
     "Denied",
@@ -36,6 +38,7 @@ __all__ = [
     "HttpResponse",
     "Invalid",
     "Log",
+    "Model",
     "NotFound",
     "QuotaExceeded",
     "Reply",
@@ -43,6 +46,7 @@ __all__ = [
     "Resumed",
     "Signals",
     "State",
+    "ToolCall",
     "Unavailable",
     "handler",
 ]

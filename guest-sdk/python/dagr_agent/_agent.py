@@ -192,6 +192,7 @@ def _preload_bindings() -> None:
         import wit_world.imports.lifecycle
         import wit_world.imports.log
         import wit_world.imports.messaging
+        import wit_world.imports.model
         import wit_world.imports.signals
         import wit_world.imports.state
         import wit_world.imports.swarm

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import _cbor
 from ._errors import from_wit, host_call
+from ._model import ChatResponse
 
 if TYPE_CHECKING:
     from wit_world.imports.types import Resolution, ResumedInfo
 
 __all__ = ["Handle", "Http", "HttpResponse", "Result", "Resumed", "Signals"]
 
-HandleKind = Literal["child", "http", "signal"]
+HandleKind = Literal["child", "http", "model", "signal"]
 
 
 class Handle(str):
@@ -33,6 +34,8 @@ class Handle(str):
     def kind(self) -> HandleKind:
         if self.startswith("http-"):
             return "http"
+        if self.startswith("model-"):
+            return "model"
         if self.startswith("signal-"):
             return "signal"
         return "child"
@@ -73,6 +76,8 @@ class Result:
     value: Any = None
     raw: bytes | None = None
     response: HttpResponse | None = None
+    #: A model call's answer (``ctx.model.chat``).
+    chat: ChatResponse | None = None
     error: str | None = None
     error_kind: str | None = None
 
@@ -83,7 +88,7 @@ class Result:
     @classmethod
     def _from_wit(cls, resolution: Resolution) -> Result:
         from componentize_py_types import Ok
-        from wit_world.imports.types import Resolved_Child, Resolved_Http
+        from wit_world.imports.types import Resolved_Child, Resolved_Http, Resolved_Model
 
         handle = Handle(resolution.handle)
         resolved = resolution.value
@@ -100,6 +105,12 @@ class Result:
                 response = HttpResponse(r.status, tuple((n, v) for n, v in r.headers), bytes(r.body))
                 return cls(handle, True, response=response, raw=response.body)
             refused = from_wit(outcome.value, "http.fetch")
+            return cls(handle, False, error=refused.message, error_kind=refused.kind)
+        if isinstance(resolved, Resolved_Model):
+            answer = resolved.value
+            if isinstance(answer, Ok):
+                return cls(handle, True, chat=ChatResponse._from_wit(answer.value))
+            refused = from_wit(answer.value, "model.chat")
             return cls(handle, False, error=refused.message, error_kind=refused.kind)
         raw = bytes(resolved.value)
         return cls(handle, True, value=_maybe_cbor(raw), raw=raw)

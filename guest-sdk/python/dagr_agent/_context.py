@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from . import _cbor
 from ._await import Handle, Http, Result, Signals
 from ._errors import NotFound, host_call
+from ._model import Model
 
 if TYPE_CHECKING:
     from wit_world.imports.types import ChildReply, IdentityInfo, Level, Scope
@@ -185,7 +186,7 @@ class Context:
     ``Fail`` or letting any other exception escape discards them.
     """
 
-    __slots__ = ("_config", "_identity", "_results", "http", "log", "shared", "signals", "state")
+    __slots__ = ("_config", "_identity", "_results", "http", "log", "model", "shared", "signals", "state")
 
     def __init__(self) -> None:
         self._identity: IdentityInfo | None = None
@@ -193,6 +194,8 @@ class Context:
         self._results: list[Result] | None = None
         #: Outbound HTTP (``[[grants.http]]``): calls return handles to await.
         self.http = Http()
+        #: Language models (``grants.models``): ``chat`` returns a handle to await.
+        self.model = Model()
         #: Named signals: ``expect`` one (a handle to await), or ``send`` one to another instance.
         self.signals = Signals()
         #: This instance's private state; it follows the instance through suspends.
