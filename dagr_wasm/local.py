@@ -1,9 +1,9 @@
 """Local, in-process runs for ``dagr run``: the agent author's inner loop, no server needed.
 
 An await is resolved here too (``LocalWorld``): the HTTP calls are made in process under the same
-grants and checks as on a host; children's replies come from ``--reply FILE`` and signals from
-``--signal NAME=DATA``. What nothing answers stays pending, and the resume comes as at the
-deadline, so both paths of an agent can be run.
+grants and checks as on a host, model calls go to the providers of ``--models FILE``; children's
+replies come from ``--reply FILE`` and signals from ``--signal NAME=DATA``. What nothing answers
+stays pending, and the resume comes as at the deadline, so both paths of an agent can be run.
 
 State lives in a JSON file (``--state FILE``) so that consecutive runs carry it over::
 
@@ -31,6 +31,7 @@ from .invocation import (
     Await,
     HttpCall,
     Invocation,
+    ModelCall,
     Outcome,
     RepliesConsumed,
     Resolution,
@@ -40,6 +41,7 @@ from .invocation import (
     StateEntry,
     signal_handle,
 )
+from .models import ModelRouter, ModelsConfig
 from .outbound import HttpPolicy, OutboundHttp
 from .payload import encode_cbor, from_tagged, json_or_text, to_tagged
 from .policy import is_valid_signal_name
@@ -221,9 +223,10 @@ class LocalWorld:
     same as on a host.
     """
 
-    def __init__(self, answers: LocalAnswers, policy: HttpPolicy) -> None:
+    def __init__(self, answers: LocalAnswers, policy: HttpPolicy, models: ModelsConfig | None = None) -> None:
         self.answers = answers
         self.policy = policy
+        self.models = models or ModelsConfig()
         self.inbox: list[Resolution] = []
         self.held: set[str] = set()
         self._seq = 0
@@ -240,7 +243,7 @@ class LocalWorld:
         consumed = {seq for e in outcome.effects if isinstance(e, RepliesConsumed) for seq in e.seqs}
         self.held -= {r.handle for r in self.inbox if r.seq in consumed}
         self.inbox = [r for r in self.inbox if r.seq not in consumed]
-        calls = [e for e in outcome.effects if isinstance(e, HttpCall)]
+        calls = [e for e in outcome.effects if isinstance(e, HttpCall | ModelCall)]
         spawns = [e for e in outcome.effects if isinstance(e, Spawn) and e.reply_to is None]
         self.held |= {e.handle for e in calls} | {e.child_id for e in spawns}
         if calls:
@@ -277,24 +280,21 @@ class LocalWorld:
         self._children_answered[spawn.specialist] = given + 1
         return answers[min(given, len(answers) - 1)]
 
-    async def _fetch_all(self, invocation: Invocation, calls: list[HttpCall]) -> list[Resolution]:
+    async def _fetch_all(self, invocation: Invocation, calls: list[HttpCall | ModelCall]) -> list[Resolution]:
         http = OutboundHttp(self.policy)
+        models = ModelRouter(self.models)
+
+        async def one(call: HttpCall | ModelCall) -> Resolution:
+            if isinstance(call, ModelCall):
+                return (await models.call(call.handle, call.request)).resolution
+            cap = invocation.limits.max_http_response_bytes
+            return await http.call(call.handle, call.request, invocation.capabilities, max_body_bytes=cap)
+
         try:
-            return list(
-                await asyncio.gather(
-                    *(
-                        http.call(
-                            call.handle,
-                            call.request,
-                            invocation.capabilities,
-                            max_body_bytes=invocation.limits.max_http_response_bytes,
-                        )
-                        for call in calls
-                    )
-                )
-            )
+            return list(await asyncio.gather(*(one(call) for call in calls)))
         finally:
             await http.aclose()
+            await models.aclose()
 
     def _store(self, resolutions: list[Resolution]) -> None:
         for resolution in resolutions:

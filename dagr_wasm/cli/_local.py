@@ -16,11 +16,12 @@ from ..errors import PayloadError, UsageError
 from ..invocation import Event, Invocation, Message, Start, Wake
 from ..local import LocalAnswers, LocalState, LocalWorld, Round
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest
+from ..models import load_models
 from ..paths import compiled_cache_dir
 from ..policy import Capabilities, Limits
 from ..sandbox import EngineSettings, Sandbox
 from ._render import JsonFlag, err_console, outcome_json, print_json, render_outcome
-from ._secrets import AllowPrivateFlag, SecretsFlag, http_policy
+from ._secrets import AllowPrivateFlag, ModelsFlag, SecretsFlag, http_policy
 
 __all__ = ["build_command", "run_command"]
 
@@ -131,12 +132,14 @@ def run_command(
     ] = None,
     secrets: SecretsFlag = None,
     http_allow_private: AllowPrivateFlag = False,
+    models: ModelsFlag = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Run an agent in process and print each invocation's outcome: result, effects, costs, logs.
 
     An await is resolved here, as a host would: its HTTP calls are made (same grants, secrets and
-    checks), children answer from --reply and signals come from --signal; what nothing answers
+    checks), model calls go to --models' providers, children answer from --reply and signals come
+    from --signal; what nothing answers
     stays pending and the agent resumes as at its deadline.
 
     Example: dagr run agents/counter --state counter.json
@@ -144,7 +147,11 @@ def run_command(
     """
     chosen_event = _event(event, context, subject)
     answers = LocalAnswers.parse(reply or [], signal or [])
-    world = LocalWorld(answers, http_policy(secrets, allow_private=http_allow_private))
+    world = LocalWorld(
+        answers,
+        http_policy(secrets, allow_private=http_allow_private),
+        load_models(models) if models is not None else None,
+    )
     spec = _manifest_for(agent, manifest)
     if agent.is_dir():
         wasm_path = _build_with_progress(agent, out=None, use_cache=True, quiet=json_out).wasm

@@ -31,11 +31,12 @@ from ..mesh import (
     default_store_dir,
 )
 from ..mesh._auth import sign_module, verify_module
+from ..models import ModelsConfig, load_models
 from ..paths import compiled_cache_dir, credentials_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
 from ._render import ApproveGrants, JsonFlag, err_console, print_json, stdout_console, warn_broad_grants
-from ._secrets import AllowPrivateFlag, SecretsFlag, http_policy
+from ._secrets import AllowPrivateFlag, ModelsFlag, SecretsFlag, http_policy
 
 __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
 
@@ -59,6 +60,7 @@ async def serve_host(
     specialist_concurrency: int | None = None,
     trusted_publishers: frozenset[str] = frozenset(),
     http: HttpPolicy | None = None,
+    models: ModelsConfig | None = None,
 ) -> Host:
     """Run a host on ``mesh`` until ``stop`` is set, then stop it gracefully."""
     sandbox = Sandbox(cache_dir=compiled_cache_dir())
@@ -71,6 +73,7 @@ async def serve_host(
         specialist_concurrency=specialist_concurrency,
         trusted_publishers=trusted_publishers,
         http=http or HttpPolicy(),
+        models=models or ModelsConfig(),
     )
     host = Host(mesh.nc, mesh.js, sandbox, config)
     try:
@@ -136,6 +139,7 @@ def up_command(
     ] = False,
     secrets: SecretsFlag = None,
     http_allow_private: AllowPrivateFlag = False,
+    models: ModelsFlag = None,
 ) -> None:
     """Start an embedded nats-server (JetStream) and a host, in the foreground. Ctrl-C stops both; data stays.
 
@@ -147,6 +151,7 @@ def up_command(
     store = default_store_dir(data_dir)
     credentials = None if insecure_no_auth else credentials_dir(data_dir)
     policy = http_policy(secrets, allow_private=http_allow_private)
+    model_config = load_models(models) if models is not None else None
     server = EmbeddedServer(
         config=ServerConfig(
             store_dir=store,
@@ -185,7 +190,7 @@ def up_command(
             )
             try:
                 err_console.print(f"[green]host[/green] running {concurrency} slots. Ctrl-C to stop.")
-                await serve_host(mesh, concurrency=concurrency, stop=stop, http=policy)
+                await serve_host(mesh, concurrency=concurrency, stop=stop, http=policy, models=model_config)
             finally:
                 await mesh.close()
 
@@ -229,6 +234,7 @@ def host_command(
     ] = None,
     secrets: SecretsFlag = None,
     http_allow_private: AllowPrivateFlag = False,
+    models: ModelsFlag = None,
     *,
     connection: Connection,
 ) -> None:
@@ -239,6 +245,7 @@ def host_command(
     options = connection.options(for_host=True)
     trusted = frozenset(key.strip() for key in (trusted_publishers or "").split(",") if key.strip())
     policy = http_policy(secrets, allow_private=http_allow_private)
+    model_config = load_models(models) if models is not None else None
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -254,6 +261,7 @@ def host_command(
                 specialist_concurrency=specialist_concurrency,
                 trusted_publishers=trusted,
                 http=policy,
+                models=model_config,
             )
         finally:
             await mesh.close()

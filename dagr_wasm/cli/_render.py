@@ -17,10 +17,12 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from ..chat import request_doc
 from ..invocation import (
     Await,
     Effect,
     HttpCall,
+    ModelCall,
     Outcome,
     Publish,
     RepliesConsumed,
@@ -173,6 +175,8 @@ def effect_json(effect: Effect) -> dict[str, Any]:
             "headers": [list(h) for h in r.headers],
             "body": to_tagged(r.body),
         }
+    if isinstance(effect, ModelCall):
+        return {"kind": effect.kind, "handle": effect.handle, "request": request_doc(effect.request)}
     if isinstance(effect, SignalSend):
         return {
             "kind": effect.kind,
@@ -246,6 +250,9 @@ def _effect_line(effect: Effect) -> str:
         return f"await {effect.mode} of {', '.join(effect.handles)} until {data['deadline']}"
     if isinstance(effect, HttpCall):
         return f"http {effect.request.method} {effect.request.url} ({effect.handle})"
+    if isinstance(effect, ModelCall):
+        r = effect.request
+        return f"model {r.model}: {len(r.messages)} messages, {len(r.tools)} tools ({effect.handle})"
     if isinstance(effect, SignalSend):
         return f"signal {effect.name} to {effect.instance_id}: {_value(data['data'])}"
     assert isinstance(effect, RepliesConsumed)

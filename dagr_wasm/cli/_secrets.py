@@ -18,7 +18,7 @@ import typer
 from ..errors import UsageError
 from ..mesh import HttpPolicy
 
-__all__ = ["AllowPrivateFlag", "SecretsFlag", "http_policy"]
+__all__ = ["AllowPrivateFlag", "ModelsFlag", "SecretsFlag", "http_policy"]
 
 SecretsFlag = Annotated[
     Path | None,
@@ -33,6 +33,15 @@ AllowPrivateFlag = Annotated[
     typer.Option(
         "--http-allow-private",
         help="Let agents' HTTP calls reach private and loopback addresses (labs and tests only).",
+    ),
+]
+
+ModelsFlag = Annotated[
+    Path | None,
+    typer.Option(
+        "--models",
+        help="TOML file mapping model aliases to providers, models, key variables and prices "
+        "(docs/models.md); agents name aliases, never keys.",
     ),
 ]
 

@@ -45,6 +45,7 @@ from ..errors import CommitConflict, RuntimeFailure
 from ..invocation import (
     ChildReply,
     HttpCall,
+    ModelCall,
     Outcome,
     Publish,
     RepliesConsumed,
@@ -74,10 +75,10 @@ from ._records import DeadLetter, InstanceState, InvocationLog, JournalRecord, S
 from ._state import KV_PREFIX, StateReader, encode_ledger
 from ._tasks import (
     Task,
+    call_task_id,
     child_task_id,
     encode_inbox_entry,
     encode_task,
-    http_task_id,
     poke_task_id,
     reply_task_id,
     signal_task_id,
@@ -319,13 +320,13 @@ def _add_suspension(outbox: Outbox, ctx: CommitContext, outcome: Outcome) -> Non
     )
 
 
-def _add_http_call(outbox: Outbox, ctx: CommitContext, effect: HttpCall) -> None:
+def _add_call(outbox: Outbox, ctx: CommitContext, effect: HttpCall | ModelCall) -> None:
     """The call as a task of the caller's own specialist: any of its hosts makes it, once."""
     task = ctx.task
     call = replace(
         task,
-        task_id=http_task_id(effect.handle),
-        kind="http",
+        task_id=call_task_id(effect.handle),
+        kind="http" if isinstance(effect, HttpCall) else "model",
         version=ctx.version,
         context="",
         subject="",
@@ -334,7 +335,8 @@ def _add_http_call(outbox: Outbox, ctx: CommitContext, effect: HttpCall) -> None
         created_ms=ctx.now_ms,
         awaiting=(),
         handle=effect.handle,
-        http_request=effect.request,
+        http_request=effect.request if isinstance(effect, HttpCall) else None,
+        chat_request=effect.request if isinstance(effect, ModelCall) else None,
     )
     outbox.add(task.task_id, task_subject(task.specialist), encode_task(call), Dagr_Task="1")
 
@@ -391,8 +393,8 @@ def plan_outbox(ctx: CommitContext, outcome: Outcome) -> Outbox:
                 spawn_index += 1
             elif isinstance(effect, Publish):
                 outbox.add(task.task_id, effect.subject, effect.payload, core_ok=True)
-            elif isinstance(effect, HttpCall):
-                _add_http_call(outbox, ctx, effect)
+            elif isinstance(effect, HttpCall | ModelCall):
+                _add_call(outbox, ctx, effect)
             elif isinstance(effect, SignalSend):
                 _add_signal(outbox, ctx, effect, signal_index)
                 signal_index += 1

@@ -47,6 +47,7 @@ from ..invocation import (
     GuestError,
     HttpCall,
     Invocation,
+    ModelCall,
     Outcome,
     RepliesConsumed,
     Resolution,
@@ -56,6 +57,7 @@ from ..invocation import (
     Status,
     signal_handle,
 )
+from ..models import ModelRouter, ModelsConfig
 from ..outbound import HttpPolicy, OutboundHttp
 from ..policy import Capabilities, Limits
 from ._auth import Signature, verify_module
@@ -168,6 +170,10 @@ class HostConfig:
     trusted_publishers: frozenset[str] = frozenset()
     #: Agents' outbound calls: the host-held secrets, whether private addresses are reachable.
     http: HttpPolicy = field(default_factory=HttpPolicy)
+    #: The model aliases agents' ``model.chat`` may name here (``dagr host --models FILE``).
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    #: First wait before retrying a model provider's rate limit or outage (doubling, capped).
+    model_backoff_s: float = 1.0
     host_id: str = "host"
 
 
@@ -224,6 +230,7 @@ class Host:
         self.ready = asyncio.Event()
         self.stats = HostStats()
         self._http = OutboundHttp(config.http)
+        self._models = ModelRouter(config.models, backoff_base_s=config.model_backoff_s)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -245,6 +252,7 @@ class Host:
         finally:
             self._workers.shutdown()
             await self._http.aclose()
+            await self._models.aclose()
             self._stopped.set()
 
     async def stop(self) -> None:
@@ -409,7 +417,7 @@ class Host:
             self.stats.dropped += 1
             await msg.ack()
             return
-        if task.kind in ("poke", "signal", "http"):
+        if task.kind in ("poke", "signal", "http", "model"):
             await self._resolve(task, spec)
             await msg.ack()
             return
@@ -611,6 +619,14 @@ class Host:
             resolution = Resolution(
                 handle=signal_handle(task.subject), kind="signal", ok=task.payload, source=task.subject
             )
+        elif task.kind == "model":
+            request = task.chat_request
+            assert request is not None
+            if Capabilities(own=spec.grants, ceilings=task.ceilings).allows_model(request.model):
+                resolution = (await self._models.call(task.handle, request)).resolution
+            else:  # the version it runs as now (or an ancestor) no longer grants the alias
+                reason = f"model alias {request.model!r} is not granted: grants.models"
+                resolution = Resolution(task.handle, "model", error=reason, error_kind="denied")
         else:
             assert task.http_request is not None
             resolution = await self._http.call(
@@ -826,7 +842,7 @@ async def _ledger_update(
     if not outcome.committable:
         return None
     issued = {e.child_id for e in outcome.effects if isinstance(e, Spawn) and e.reply_to is None}
-    issued.update(e.handle for e in outcome.effects if isinstance(e, HttpCall))
+    issued.update(e.handle for e in outcome.effects if isinstance(e, HttpCall | ModelCall))
     consumed = {seq for e in outcome.effects if isinstance(e, RepliesConsumed) for seq in e.seqs}
     if not issued and not consumed:
         return None

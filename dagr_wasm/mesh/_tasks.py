@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import cbor2
 
+from ..chat import ChatRequest, request_doc, request_of, response_doc, response_of
 from ..invocation import (
     ChildReply,
     Event,
@@ -61,10 +62,10 @@ _FORMAT = 1
 MAX_DEPTH = 32
 
 #: start, wake, reply, message: events an instance runs. poke: check whether an awaiting instance
-#: can wake now. signal, http: a result to store in an instance's inbox (an http task makes the
-#: call first). Only the first four run agent code.
-TaskKind = Literal["start", "wake", "reply", "message", "poke", "signal", "http"]
-_KINDS = ("start", "wake", "reply", "message", "poke", "signal", "http")
+#: can wake now. signal, http, model: a result to store in an instance's inbox (an http or model
+#: task makes the call first). Only the first four run agent code.
+TaskKind = Literal["start", "wake", "reply", "message", "poke", "signal", "http", "model"]
+_KINDS = ("start", "wake", "reply", "message", "poke", "signal", "http", "model")
 
 
 class TaskError(ValueError):
@@ -108,6 +109,8 @@ class Task:
     #: An http task: the call's handle and request (placeholders, never secrets, in its headers).
     handle: str = ""
     http_request: HttpRequest | None = None
+    #: A model task: the call (an alias, never a provider's key).
+    chat_request: ChatRequest | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def event(self) -> Event:
@@ -174,6 +177,8 @@ def encode_task(task: Task) -> bytes:
             handle=task.handle,
             http=[r.method, r.url, [list(h) for h in r.headers], r.body, r.timeout_ms],
         )
+    elif task.chat_request is not None:
+        doc.update(handle=task.handle, chat=request_doc(task.chat_request))
     elif task.handle:
         doc["handle"] = task.handle
     return cbor2.dumps(doc)
@@ -198,6 +203,10 @@ def encode_resolution(resolution: Resolution, task_id: str) -> bytes:
         doc.update(child=r.handle, specialist=r.source)
     else:
         doc["source"] = r.source
+    if r.kind == "model":
+        doc["error_kind"] = r.error_kind
+        if r.chat is not None:
+            doc["chat"] = response_doc(r.chat)
     if r.kind == "http":
         doc["error_kind"] = r.error_kind
         if r.response is not None:
@@ -214,7 +223,7 @@ def decode_resolution(doc: Any, *, seq: int = 0) -> Resolution:
         return Resolution(
             reply.child_id, "child", ok=reply.ok, error=reply.error, source=reply.specialist, seq=seq
         )
-    if kind not in ("http", "signal"):
+    if kind not in ("http", "signal", "model"):
         raise TaskError(f"unknown inbox entry kind {kind!r}")
     response = None
     if doc.get("response") is not None:
@@ -228,6 +237,7 @@ def decode_resolution(doc: Any, *, seq: int = 0) -> Resolution:
         error=str(doc["error"]) if doc.get("error") is not None else None,
         error_kind=str(doc.get("error_kind") or "unavailable"),
         response=response,
+        chat=response_of(doc["chat"]) if doc.get("chat") is not None else None,
         source=str(doc.get("source") or ""),
         seq=seq,
     )
@@ -309,6 +319,7 @@ def decode_task(
             await_mode="any" if doc.get("await_mode") == "any" else "all",
             handle=str(doc.get("handle") or ""),
             http_request=_decode_http(doc["http"]) if doc.get("http") is not None else None,
+            chat_request=request_of(doc["chat"]) if doc.get("chat") is not None else None,
         )
     except TaskError:
         raise
@@ -406,7 +417,8 @@ def poke_task_id(cause: str) -> str:
     return _derived_id(f"{cause}/poke")
 
 
-def http_task_id(handle: str) -> str:
+def call_task_id(handle: str) -> str:
+    """The task that makes an outbound call (HTTP or model) named ``handle``."""
     return _derived_id(f"{handle}/call")
 
 

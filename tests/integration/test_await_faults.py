@@ -40,7 +40,7 @@ from dagr_wasm.mesh._layout import (
     tasks_stream,
 )
 from dagr_wasm.mesh._state import StateReader
-from dagr_wasm.mesh._tasks import decode_resolution, http_task_id
+from dagr_wasm.mesh._tasks import call_task_id, decode_resolution
 from dagr_wasm.policy import HttpGrant
 from dagr_wasm.sandbox import Sandbox
 
@@ -105,7 +105,7 @@ async def committed_calls(mesh: Mesh, keys: Iterable[str]) -> set[str]:
     """The calls among ``keys`` (handles) whose task is committed: its response is stored, or
     will be by a replay of the marker's outbox, and no host makes the call again."""
     reader = StateReader(mesh.js)
-    return {key for key in keys if await reader.entry(marker_key(http_task_id(key))) is not None}
+    return {key for key in keys if await reader.entry(marker_key(call_task_id(key))) is not None}
 
 
 async def inbox_entries(mesh: Mesh, instance: str) -> list[Resolution]:
