@@ -24,6 +24,15 @@ For a trivial WAT component (the cheapest possible agent: returns its start cont
    ``Sandbox.run`` alone (1 and 2 threads).
 5. **durability**: throughput and floors with ``sync_always=True`` (fsync before ack, the default)
    and ``sync_always=False``.
+6. **awaits** (issue 10; a fresh server, fsync on, ``--awaits-only`` runs just these): one HTTP GET
+   to a local server (tests/httpkit.py) made by agents/fetcher (``http.fetch`` + await), spawn to
+   result, in four stretches, interleaved with the same GET made by the host's ``OutboundHttp.call``
+   alone and by a bare ``httpx.AsyncClient``, both in this process, and a Python echo spawn to
+   result; then N agents/signal-waiter instances awaiting a signal on 1 host (10,000; quick 2,000),
+   the host's RSS (VmRSS) before, at N/2 and at N; then a burst of signals sent at once to 1,000
+   (quick 500) of them with concurrent ``Mesh.signal`` calls, and 20 one at a time: latency from
+   each call to nats-server firing the wake, to ``on_resumed`` running (its own clock), to its
+   result here.
 
 Run with ``just bench-mesh`` (``python benchmarks/bench_mesh.py [--quick]``). Targets (issue 3): one
 host process >= 1,500 inv/s; two >= 1.6x one; p99 spawn-to-reply < 20 ms at half the max rate; wake
@@ -56,6 +65,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 import cbor2  # noqa: E402
+import httpx  # noqa: E402
 from nats.aio.client import Client as NATS  # noqa: E402
 from nats.js import JetStreamContext  # noqa: E402
 from nats.js.api import (  # noqa: E402
@@ -71,13 +81,16 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from dagr_wasm.build import build_agent  # noqa: E402
-from dagr_wasm.invocation import Outcome, Status  # noqa: E402
+from dagr_wasm.invocation import HttpRequest, Outcome, Status  # noqa: E402
 from dagr_wasm.manifest import Manifest, load_manifest  # noqa: E402
 from dagr_wasm.mesh import (  # noqa: E402
     ConnectOptions,
     EmbeddedServer,
     Host,
     HostConfig,
+    HttpPolicy,
+    InstanceState,
+    JournalRecord,
     Mesh,
     ServerConfig,
     find_nats_server,
@@ -86,11 +99,14 @@ from dagr_wasm.mesh._layout import (  # noqa: E402
     INSTANCES_STREAM,
     SCHEDULES_STREAM,
     consumer_name,
+    inbox_subject,
     task_subject,
     tasks_stream,
 )
 from dagr_wasm.mesh._tasks import TASK_HEADER, Task, encode_task, new_instance_id  # noqa: E402
+from dagr_wasm.outbound import OutboundHttp  # noqa: E402
 from dagr_wasm.paths import compiled_cache_dir  # noqa: E402
+from dagr_wasm.policy import Capabilities, Grants, HttpGrant, Limits  # noqa: E402
 from dagr_wasm.sandbox import Invocation, Sandbox, Start  # noqa: E402
 
 TARGET_ONE_HOST = 1500.0
@@ -100,6 +116,11 @@ TARGET_WAKE_P99_MS = 500.0
 TARGET_WAKE_N = 5000
 
 WARMUP_TASKS = 100
+SIGNALS_ALONE = 20  # signals sent one at a time, after the burst: resolve-to-wake with no queue
+HTTP_WARMUP = 5  # rounds of HTTP calls not counted (connections, the fetcher's first load)
+# Slots of the awaits' host: the default, not the sweep's pick, so that full and quick runs compare
+# (its specialist cap is half, 8: one specialist runs at a time there).
+AWAITS_CONCURRENCY = 16
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 console = Console(width=160)
 
@@ -154,6 +175,8 @@ class Waker(dagr.Agent):
 Handler = dagr.handler(Waker)
 '''
 PY_WAKER_TOML = 'name = "waker"\ndescription = "Suspends until the Unix ms in its start context"\n'
+# Issue 10: an instance awaiting a signal (its result: when on_resumed ran), and one HTTP call.
+AWAIT_AGENTS = ("signal-waiter", "fetcher")
 
 
 @dataclass
@@ -178,6 +201,7 @@ def prepare_agents(sandbox: Sandbox) -> dict[str, Agent]:
         if not (waker_dir / name).is_file() or (waker_dir / name).read_text() != text:
             (waker_dir / name).write_text(text)
     py_waker = build_agent(waker_dir).wasm.read_bytes()
+    awaiters = {name: build_agent(ROOT / "agents" / name).wasm.read_bytes() for name in AWAIT_AGENTS}
     agents = {
         "trivial": Agent("trivial", "trivial WAT", watkit.component(TRIVIAL_BODY), Manifest(name="trivial")),
         "echo": Agent("echo", "Python echo", echo, load_manifest(ROOT / "agents" / "echo" / "dagr.toml")),
@@ -188,6 +212,10 @@ def prepare_agents(sandbox: Sandbox) -> dict[str, Agent]:
             Manifest(name="trivial-waker"),
         ),
         "waker": Agent("waker", "Python waker", py_waker, load_manifest(waker_dir / "dagr.toml")),
+        **{
+            name: Agent(name, f"Python {name}", wasm, load_manifest(ROOT / "agents" / name / "dagr.toml"))
+            for name, wasm in awaiters.items()
+        },
     }
     for agent in agents.values():
         sandbox.load(agent.wasm, source=agent.name)
@@ -218,8 +246,17 @@ def _self_cpu() -> float:
 class HostGroup:
     """``count`` host processes: real ``dagr host``, or the stub-executor host (``null=True``)."""
 
-    def __init__(self, url: str, count: int, concurrency: int, workdir: Path, *, null: bool = False) -> None:
-        self.url, self.count, self.concurrency, self.null = url, count, concurrency, null
+    def __init__(
+        self,
+        url: str,
+        count: int,
+        concurrency: int,
+        workdir: Path,
+        *,
+        null: bool = False,
+        flags: tuple[str, ...] = (),
+    ) -> None:
+        self.url, self.count, self.concurrency, self.null, self.flags = url, count, concurrency, null, flags
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
         self._files: list[Any] = []
@@ -235,7 +272,7 @@ class HostGroup:
                 command = [str(Path(sys.executable).parent / "dagr"), "host", "--nats", self.url]
             self.procs.append(
                 subprocess.Popen(
-                    [*command, "--concurrency", str(self.concurrency)],
+                    [*command, "--concurrency", str(self.concurrency), *self.flags],
                     stdout=handle,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -292,10 +329,17 @@ _NULL_RESULT = cbor2.dumps({"echo": "hi"})
 
 
 class _NullExecutor:
-    def load_cached(self, digest: str) -> Any:
+    def load_cached(self, digest: str, *, source: str | None = None, limits: Limits | None = None) -> Any:
         return digest
 
-    def load(self, wasm: bytes, *, source: str = "", expected_digest: str | None = None) -> Any:
+    def load(
+        self,
+        wasm: bytes,
+        *,
+        source: str = "",
+        expected_digest: str | None = None,
+        limits: Limits | None = None,
+    ) -> Any:
         return expected_digest
 
     def run(self, agent: Any, invocation: Any) -> Outcome:
@@ -598,6 +642,341 @@ async def fired_times(js: JetStreamContext, agent: str, instances: set[str]) -> 
     return found
 
 
+# -- awaits (issue 10): instances waiting, signals waking them, one HTTP call ------------------------
+
+
+def rss_mib(pid: int | None) -> float:
+    """VmRSS of process ``pid`` (/proc/<pid>/status), MiB; nan if unknown."""
+    if pid is None:
+        return float("nan")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Journals:
+    """Journal records as they arrive on ``dagr.inst.>`` (core), every instance's (a server of the
+    measurement's own): the wall-clock arrival (s) of its first record of each state, its ending one."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.arrived: dict[str, dict[InstanceState, float]] = {}
+        self.ended: dict[str, JournalRecord] = {}
+        self.counts: dict[InstanceState, int] = dict.fromkeys(InstanceState, 0)
+        self._changed = asyncio.Event()
+        self._subscription: Any = None
+
+    async def __aenter__(self) -> Journals:
+        self._subscription = await self.nc.subscribe("dagr.inst.>", cb=self._on_record)
+        await self.nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._subscription.unsubscribe()
+
+    async def _on_record(self, msg: Any) -> None:
+        at = time.time()
+        instance = msg.subject.rsplit(".", 1)[-1]
+        record = JournalRecord.decode(msg.data)
+        states = self.arrived.setdefault(instance, {})
+        if record.state not in states:
+            states[record.state] = at
+            self.counts[record.state] += 1
+            if record.ended:
+                self.ended[instance] = record
+            self._changed.set()
+
+    async def until(self, state: InstanceState, count: int, timeout_s: float) -> bool:
+        """Until ``count`` instances have had a record of ``state``; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self.counts[state] < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return True
+
+    def ran_ms(self, instance: str) -> float | None:
+        """When the ending invocation ran, by the instance's clock (a signal-waiter's result)."""
+        record = self.ended.get(instance)
+        if record is None or record.ok is None:
+            return None
+        return float(cbor2.loads(record.ok)["ran_ms"])
+
+
+@dataclass
+class Waiting:
+    """Host (and nats-server) RSS as instances pile up awaiting a signal, 1 host process."""
+
+    points: list[tuple[str, int, float, float]] = field(default_factory=list)  # what, waiting, host, server
+    suspended: int = 0  # instances whose `suspended` record arrived
+    start_rate: float = 0.0  # awaiting starts committed per second
+    cost: Cost | None = None  # per start
+
+
+@dataclass
+class Cost:
+    """Per unit of work over an interval: CPU ms (host event loop, other host threads, nats-server)
+    and messages JetStream stored (every stream's last_seq moved, acked work-queue tasks included)."""
+
+    host_loop_ms: float
+    host_threads_ms: float
+    server_ms: float
+    stored: float
+
+    @classmethod
+    async def since(
+        cls,
+        js: JetStreamContext,
+        hosts: HostGroup,
+        server: EmbeddedServer,
+        start: tuple[CpuSample, int],
+        units: int,
+    ) -> Cost:
+        before, stored_before = start
+        after, stored = sample_cpu(hosts, server.pid), await stored_total(js)
+        whole = sum(a[0] - b[0] for a, b in zip(after.procs, before.procs, strict=True))
+        loop = sum(a[1] - b[1] for a, b in zip(after.procs, before.procs, strict=True))
+        per = 1000 / max(units, 1)
+        return cls(
+            loop * per,
+            (whole - loop) * per,
+            (after.server - before.server) * per,
+            (stored - stored_before) / max(units, 1),
+        )
+
+    @staticmethod
+    async def mark(js: JetStreamContext, hosts: HostGroup, server: EmbeddedServer) -> tuple[CpuSample, int]:
+        return sample_cpu(hosts, server.pid), await stored_total(js)
+
+
+@dataclass
+class Woken:
+    """Per signalled instance, ms after its ``Mesh.signal`` call began: nats-server fired its wake
+    (stored the schedule's message: the poke had moved the await's deadline to now), the resumed
+    invocation ran (by the instance's own clock), its finished record arrived here."""
+
+    sent: int = 0
+    fired_ms: list[float] = field(default_factory=list)
+    ran_ms: list[float] = field(default_factory=list)
+    done_ms: list[float] = field(default_factory=list)
+
+    @classmethod
+    async def of(cls, js: JetStreamContext, journals: Journals, spec: str, sent: dict[str, float]) -> Woken:
+        fired = await fired_times(js, spec, set(sent))
+        woken = cls(sent=len(sent))
+        for instance, at in sent.items():
+            ran_ms = journals.ran_ms(instance)
+            finished = journals.arrived.get(instance, {}).get(InstanceState.FINISHED)
+            if ran_ms is not None and finished is not None and instance in fired:
+                woken.fired_ms.append(fired[instance] - at * 1000)
+                woken.ran_ms.append(ran_ms - at * 1000)
+                woken.done_ms.append((finished - at) * 1000)
+        return woken
+
+
+@dataclass
+class Wakeups:
+    """Signals to instances awaiting them: a burst of ``count`` at once, then some one at a time."""
+
+    count: int
+    waiting: int  # instances awaiting when the burst was sent (the burst's own included)
+    returned_s: float = 0.0  # until every Mesh.signal call of the burst had returned
+    cost: Cost | None = None  # per signal of the burst, until every one had woken and finished
+    burst: Woken = field(default_factory=Woken)
+    alone: Woken = field(default_factory=Woken)
+
+
+async def spawn_waiting(
+    js: JetStreamContext, journals: Journals, spec: str, version: int, count: int, *, deadline_s: int
+) -> list[str]:
+    """``count`` signal-waiters; returns once every start is acked and its `suspended` record came."""
+    before = journals.counts[InstanceState.SUSPENDED]
+    ids = await spawn_many(js, spec, version, count, context=str(deadline_s))
+    await drained(js, spec, 60 + count / 20)
+    if not await journals.until(InstanceState.SUSPENDED, before + count, 10):
+        got = journals.counts[InstanceState.SUSPENDED] - before
+        say(f"[yellow]{spec}: {got} of {count} started instances suspended[/yellow]")
+    return ids
+
+
+async def signal_all(
+    mesh: Mesh, journals: Journals, ids: list[str], timeout_s: float
+) -> tuple[float, dict[str, float]]:
+    """Send `go` to every one of ``ids`` at once (concurrent ``Mesh.signal`` calls) and wait until
+    each has finished: (seconds until every call had returned, when each call began)."""
+    sent: dict[str, float] = {}
+
+    async def one(instance: str) -> None:
+        sent[instance] = time.time()
+        await mesh.signal(instance, "go")
+
+    before = journals.counts[InstanceState.FINISHED]
+    began = time.time()
+    async with asyncio.TaskGroup() as group:
+        for instance in ids:
+            group.create_task(one(instance))
+    returned = time.time() - began
+    if not await journals.until(InstanceState.FINISHED, before + len(ids), timeout_s):
+        woke = journals.counts[InstanceState.FINISHED] - before
+        say(f"[yellow]signals: {woke} of {len(ids)} instances woke in {timeout_s:.0f} s[/yellow]")
+    return returned, sent
+
+
+async def measure_awaits(
+    mesh: Mesh, server: EmbeddedServer, workdir: Path, version: int, settings: Settings
+) -> tuple[Waiting, Wakeups]:
+    """N signal-waiters awaiting on 1 host (RSS as they pile up); then signals to some of them."""
+    spec, n, burst = "signal-waiter", settings.await_waiting, settings.await_signals
+    group = HostGroup(server.url, 1, AWAITS_CONCURRENCY, workdir)
+    group.start()
+    waiting = Waiting()
+    try:
+        await group.wait_started()
+        (pid,) = group.pids()
+        async with Journals(mesh.nc) as journals:
+            # Warm-up: the component loaded, a start, a signal and a resume run, all settled.
+            warm = await spawn_waiting(mesh.js, journals, spec, version, WARMUP_TASKS, deadline_s=3600)
+            await signal_all(mesh, journals, warm, 60)
+            await drained(mesh.js, spec, 60)
+            waiting.points.append(
+                (f"before (after a warm-up of {WARMUP_TASKS})", 0, rss_mib(pid), rss_mib(server.pid))
+            )
+            began, mark = time.time(), await Cost.mark(mesh.js, group, server)
+            awaiting: list[str] = []
+            for total, count in ((n // 2, n // 2), (n, n - n // 2)):
+                say(f"{spec}: {count:,} more instances awaiting a signal (1 host) ...")
+                awaiting += await spawn_waiting(mesh.js, journals, spec, version, count, deadline_s=3600)
+                waiting.points.append((f"{total:,} awaiting", total, rss_mib(pid), rss_mib(server.pid)))
+            waiting.start_rate = n / (time.time() - began)
+            waiting.cost = await Cost.since(mesh.js, group, server, mark, n)
+            waiting.suspended = sum(
+                1 for i in awaiting if InstanceState.SUSPENDED in journals.arrived.get(i, {})
+            )
+
+            wakeups = Wakeups(count=burst, waiting=len(awaiting))
+            say(f"{spec}: {burst} signals at once, {len(awaiting):,} awaiting ...")
+            mark = await Cost.mark(mesh.js, group, server)
+            wakeups.returned_s, sent = await signal_all(mesh, journals, awaiting[:burst], 60 + burst / 10)
+            await drained(mesh.js, spec, 60)
+            wakeups.cost = await Cost.since(mesh.js, group, server, mark, burst)
+            wakeups.burst = await Woken.of(mesh.js, journals, spec, sent)
+            say(f"{spec}: {SIGNALS_ALONE} signals one at a time ...")
+            sent = {}
+            for instance in awaiting[burst : burst + SIGNALS_ALONE]:
+                sent.update((await signal_all(mesh, journals, [instance], 30))[1])
+            wakeups.alone = await Woken.of(mesh.js, journals, spec, sent)
+            left = sum(1 for i in awaiting if i not in journals.ended)
+            waiting.points.append(
+                (f"after the signals ({left:,} still awaiting)", left, rss_mib(pid), rss_mib(server.pid))
+            )
+    finally:
+        await asyncio.to_thread(group.stop)
+    return waiting, wakeups
+
+
+@dataclass
+class HttpCalls:
+    """One GET to the same local server, one at a time, interleaved: bare httpx, the host's
+    OutboundHttp.call alone, a fetcher agent end to end (and its four stretches), an echo."""
+
+    count: int
+    bare_ms: list[float] = field(default_factory=list)
+    host_call_ms: list[float] = field(default_factory=list)
+    agent_ms: list[float] = field(default_factory=list)
+    to_suspended_ms: list[float] = field(default_factory=list)  # spawn -> `suspended` record
+    to_response_ms: list[float] = field(default_factory=list)  # `suspended` -> response in the inbox
+    to_fired_ms: list[float] = field(default_factory=list)  # response in the inbox -> wake fired
+    to_finished_ms: list[float] = field(default_factory=list)  # wake fired -> `finished`
+    echo_ms: list[float] = field(default_factory=list)
+
+
+async def measure_http(
+    mesh: Mesh, server: EmbeddedServer, workdir: Path, agents: dict[str, Agent], settings: Settings
+) -> HttpCalls:
+    import httpkit  # tests/httpkit.py, on sys.path since prepare_agents
+
+    calls = HttpCalls(count=settings.http_calls)
+    with httpkit.local_http() as local:
+        url = f"{local.url}/echo"
+        base = agents["fetcher"].manifest
+        grants = Grants(http=(HttpGrant(url=url),))
+        manifest = Manifest(name="fetcher", description=base.description, grants=grants, limits=base.limits)
+        await mesh.deploy(manifest, agents["fetcher"].wasm)
+        capabilities = Capabilities(own=grants)
+        request = HttpRequest(method="GET", url=url)
+        group = HostGroup(server.url, 1, AWAITS_CONCURRENCY, workdir, flags=("--http-allow-private",))
+        group.start()
+        outbound = OutboundHttp(HttpPolicy(allow_private=True))
+        try:
+            await group.wait_started()
+            async with httpx.AsyncClient(trust_env=False) as bare, Journals(mesh.nc) as journals:
+                inbox: dict[str, float] = {}
+                stretches: dict[str, tuple[float, float]] = {}  # response stored, finished (s)
+
+                async def on_inbox(msg: Any) -> None:
+                    inbox.setdefault(msg.subject.rsplit(".", 1)[-1], time.time())
+
+                subscription = await mesh.nc.subscribe(inbox_subject("*"), cb=on_inbox)
+                await mesh.nc.flush()
+
+                async def agent_call(specialist: str, context: str) -> str:
+                    instance = new_instance_id()
+                    done = journals.counts[InstanceState.FINISHED]
+                    await mesh.spawn(specialist, context, instance_id=instance)
+                    if not await journals.until(InstanceState.FINISHED, done + 1, 30):
+                        raise RuntimeError(f"{specialist} {instance} did not finish in 30 s")
+                    return instance
+
+                say(f"HTTP: {calls.count} calls each way, one at a time, interleaved ...")
+                fetch = json.dumps({"url": url, "timeout_s": 30})
+                for index in range(calls.count + HTTP_WARMUP):
+                    began = time.time()
+                    response = await bare.get(url)
+                    response.raise_for_status()
+                    bare_ms = (time.time() - began) * 1000
+                    began = time.time()
+                    resolution = await outbound.call(
+                        f"http-bench-{index}", request, capabilities, max_body_bytes=1 << 20
+                    )
+                    host_ms = (time.time() - began) * 1000
+                    if resolution.response is None or resolution.response.status != 200:
+                        raise RuntimeError(f"OutboundHttp.call: {resolution.error_kind}: {resolution.error}")
+                    spawned = time.time()
+                    instance = await agent_call("fetcher", fetch)
+                    report = cbor2.loads(journals.ended[instance].ok or b"\xf6")
+                    if not (isinstance(report, dict) and report.get("status") == 200):
+                        raise RuntimeError(f"fetcher: {report!r}")
+                    seen = journals.arrived[instance]
+                    spawned_echo = time.time()
+                    echo = await agent_call("echo", "hi")
+                    if index < HTTP_WARMUP:
+                        continue
+                    suspended, finished = seen[InstanceState.SUSPENDED], seen[InstanceState.FINISHED]
+                    calls.bare_ms.append(bare_ms)
+                    calls.host_call_ms.append(host_ms)
+                    calls.agent_ms.append((finished - spawned) * 1000)
+                    calls.to_suspended_ms.append((suspended - spawned) * 1000)
+                    calls.to_response_ms.append((inbox[instance] - suspended) * 1000)
+                    stretches[instance] = (inbox[instance], finished)
+                    calls.echo_ms.append(
+                        (journals.arrived[echo][InstanceState.FINISHED] - spawned_echo) * 1000
+                    )
+                await subscription.unsubscribe()
+            # When nats-server fired each wake: known from what it stored, after the fact.
+            fired = await fired_times(mesh.js, "fetcher", set(stretches))
+            for instance, (stored, finished) in stretches.items():
+                calls.to_fired_ms.append(fired[instance] - stored * 1000)
+                calls.to_finished_ms.append(finished * 1000 - fired[instance])
+        finally:
+            await outbound.aclose()
+            await asyncio.to_thread(group.stop)
+    return calls
+
+
 # -- floors ------------------------------------------------------------------------------------------
 
 
@@ -735,6 +1114,10 @@ class Settings:
     latency_s: float
     wake_counts: tuple[int, ...]
     sandbox_iterations: dict[str, int]
+    await_waiting: int  # signal-waiters awaiting at once on 1 host
+    await_signals: int  # of them signalled at once
+    http_calls: int  # of each kind: bare httpx, OutboundHttp.call, fetcher agent, echo
+    awaits_only: bool = False
 
 
 @dataclass
@@ -746,6 +1129,9 @@ class Report:
     throughput: list[Throughput] = field(default_factory=list)
     latency: list[Latency] = field(default_factory=list)
     wakes: list[Wakes] = field(default_factory=list)
+    waiting: Waiting | None = None
+    wakeups: Wakeups | None = None
+    http: HttpCalls | None = None
 
     def rate(self, agent: str, hosts: int, sync: bool = True) -> float:
         for t in self.throughput:
@@ -875,6 +1261,23 @@ async def run_mode(
                         guess = wakes.starts_rate
                 finally:
                     await asyncio.to_thread(group.stop)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def run_awaits(settings: Settings, agents: dict[str, Agent], report: Report, workdir: Path) -> None:
+    """Issue 10's figures, on a fresh server with fsync on (the default): HTTP calls first, then
+    instances piling up awaiting a signal, and signals waking them."""
+    store = Path(tempfile.mkdtemp(prefix="store-awaits-", dir=workdir))
+    server = EmbeddedServer(config=ServerConfig(store_dir=store, sync_always=True))
+    await asyncio.to_thread(server.start)
+    try:
+        async with await Mesh.connect(ConnectOptions(servers=(server.url,))) as mesh:
+            versions = await deploy(mesh, agents, ("echo", "signal-waiter"))
+            report.http = await measure_http(mesh, server, workdir, agents, settings)
+            report.waiting, report.wakeups = await measure_awaits(
+                mesh, server, workdir, versions["signal-waiter"], settings
+            )
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -1051,6 +1454,168 @@ def render(report: Report, settings: Settings, agents: dict[str, Agent]) -> None
     notes(report, label)
 
 
+def render_awaits(report: Report) -> None:
+    """Issue 10's tables: memory with instances awaiting, resolve-to-wake, one HTTP call."""
+    nan = float("nan")
+
+    def p(samples: list[float], q: float) -> float:
+        return percentile(samples, q) if samples else nan
+
+    def cost_text(cost: Cost | None, unit: str) -> str:
+        if cost is None:
+            return ""
+        return (
+            f"CPU per {unit}: host event loop {cost.host_loop_ms:.2f} ms, other host threads "
+            f"{cost.host_threads_ms:.2f} ms, nats-server {cost.server_ms:.2f} ms; JetStream stored "
+            f"{cost.stored:.1f} messages per {unit}"
+        )
+
+    waiting = report.waiting
+    if waiting is not None and len(waiting.points) >= 3:
+        table = Table(
+            title=f"instances awaiting a signal (agents/signal-waiter, 1 h deadline), 1 host process x "
+            f"{AWAITS_CONCURRENCY}, fsync on: RSS (VmRSS of /proc/<pid>/status)"
+        )
+        for column in ("when", "awaiting", "host RSS MiB", "vs before", "nats-server RSS MiB", "vs before "):
+            table.add_column(column, justify="left" if column == "when" else "right")
+        _, _, host0, server0 = waiting.points[0]
+        for what, count, host, server in waiting.points:
+            table.add_row(
+                what,
+                f"{count:,}",
+                f"{host:,.1f}",
+                f"{host - host0:+,.1f}",
+                f"{server:,.1f}",
+                f"{server - server0:+,.1f}",
+            )
+        console.print(table)
+        (_, half, host_half, _), (_, full, host_full, _) = waiting.points[1], waiting.points[2]
+        per = (host_full - host_half) * 1024 * 1024 / max(full - half, 1)
+        console.print(
+            f"- host RSS {host0:,.1f} MiB before, {host_full:,.1f} MiB with {full:,} awaiting: "
+            f"{host_full - host0:+,.1f} MiB, of which {host_full - host_half:+,.1f} MiB over the second "
+            f"{full - half:,} ({per:+,.0f} bytes per awaiting instance). {waiting.suspended:,} of {full:,} "
+            f"reached `suspended`; {waiting.start_rate:,.0f} awaiting starts/s; "
+            f"{cost_text(waiting.cost, 'start')}."
+        )
+
+    wakeups = report.wakeups
+    if wakeups is not None:
+        table = Table(
+            title="resolve-to-wake: ms after each Mesh.signal call began, until nats-server fired the "
+            "instance's wake / the resumed invocation ran (on_resumed's own clock) / its finished record "
+            "arrived here; 1 host"
+        )
+        for column in (
+            "signals",
+            "woke",
+            "fired p50",
+            "fired p99",
+            "ran p50",
+            "ran p90",
+            "ran p99",
+            "ran max",
+            "finished p99",
+        ):
+            table.add_column(column, justify="left" if column == "signals" else "right")
+
+        def row(what: str, woken: Woken) -> None:
+            table.add_row(
+                what,
+                f"{len(woken.ran_ms)}" + ("" if len(woken.ran_ms) == woken.sent else f" of {woken.sent}"),
+                f"{p(woken.fired_ms, 0.5):,.0f}",
+                f"{p(woken.fired_ms, 0.99):,.0f}",
+                *(f"{p(woken.ran_ms, q):,.0f}" for q in (0.5, 0.9, 0.99, 1.0)),
+                f"{p(woken.done_ms, 0.99):,.0f}",
+            )
+
+        row(
+            f"{wakeups.count:,} at once to {wakeups.count:,} of {wakeups.waiting:,} awaiting (every "
+            f"call returned after {wakeups.returned_s * 1000:,.0f} ms)",
+            wakeups.burst,
+        )
+        row(f"{wakeups.alone.sent} one at a time, after the burst", wakeups.alone)
+        for w in report.wakes:
+            if w.agent == "waker" and w.sync and w.ran_ms:
+                table.add_row(
+                    f"for comparison: {w.count:,} Python wakers due at once (suspend until an instant, "
+                    "2 hosts; ms after due; ran = committed)",
+                    f"{len(w.ran_ms)}",
+                    f"{p(w.fired_ms, 0.5):,.0f}",
+                    f"{p(w.fired_ms, 0.99):,.0f}",
+                    f"{p(w.ran_ms, 0.5):,.0f}",
+                    f"{p(w.ran_ms, 0.9):,.0f}",
+                    f"{p(w.ran_ms, 0.99):,.0f}",
+                    f"{p(w.ran_ms, 1.0):,.0f}",
+                    "",
+                )
+        console.print(table)
+        if wakeups.burst.ran_ms:
+            last = max(wakeups.burst.ran_ms) / 1000
+            console.print(
+                f"- the burst: {wakeups.count / last:,.0f} wakes/s (its last resumed invocation ran "
+                f"{last:.1f} s after the signals); {cost_text(wakeups.cost, 'signal')} (the signal, the "
+                "poke and the wake tasks, the resumed invocation)."
+            )
+
+    http = report.http
+    if http is not None and http.agent_ms:
+        table = Table(
+            title=f"one HTTP GET to a local server (tests/httpkit.py, HTTP/1.0: a new connection per "
+            f"request), {len(http.agent_ms)} of each, one at a time, interleaved; ms"
+        )
+        for column in ("what", "p50", "p99", "minus the row compared, p50 / p99", "compared with"):
+            table.add_column(column, justify="left" if column in ("what", "compared with") else "right")
+
+        def http_row(
+            what: str, samples: list[float], base: list[float] | None = None, against: str = ""
+        ) -> None:
+            diff = (
+                f"{p(samples, 0.5) - p(base, 0.5):+,.2f} / {p(samples, 0.99) - p(base, 0.99):+,.2f}"
+                if base
+                else ""
+            )
+            table.add_row(what, f"{p(samples, 0.5):,.2f}", f"{p(samples, 0.99):,.2f}", diff, against)
+
+        http_row("bare httpx.AsyncClient GET, in this process", http.bare_ms)
+        http_row(
+            "OutboundHttp.call alone (the host's code for an agent's call: grant check, resolve, "
+            "address check, send, read), in this process",
+            http.host_call_ms,
+            http.bare_ms,
+            "bare httpx",
+        )
+        http_row(
+            "fetcher agent (http.fetch, await, on_resumed), end to end: Mesh.spawn -> its finished "
+            f"record here; 1 host x {AWAITS_CONCURRENCY}, fsync on",
+            http.agent_ms,
+            http.host_call_ms,
+            "OutboundHttp.call alone",
+        )
+        http_row("  1. spawn -> `suspended` record (the start invocation, its commit)", http.to_suspended_ms)
+        http_row(
+            "  2. -> response in the inbox (the http task: delivery, the call, storing it)",
+            http.to_response_ms,
+        )
+        http_row(
+            "  3. -> nats-server fired the wake (the poke task, the schedule moved to now)", http.to_fired_ms
+        )
+        http_row("  4. -> `finished` record (the wake task: on_resumed, its commit)", http.to_finished_ms)
+        http_row(
+            "Python echo, end to end: Mesh.spawn -> its finished record (one invocation, no await)",
+            http.echo_ms,
+        )
+        more = [p(http.agent_ms, q) - p(http.echo_ms, q) for q in (0.5, 0.99)]
+        table.add_row(
+            "fetcher vs echo: the call, the await and the second invocation",
+            "",
+            "",
+            f"{more[0]:+,.2f} / {more[1]:+,.2f}",
+            "Python echo",
+        )
+        console.print(table)
+
+
 def notes(report: Report, label: dict[str, str]) -> None:
     """The arithmetic behind the misses, from this run's own figures."""
 
@@ -1123,7 +1688,7 @@ async def amain(settings: Settings) -> None:
         with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
             agents = await asyncio.to_thread(prepare_agents, sandbox)
             say("sandbox floors ...")
-            for agent in ("trivial", "echo"):
+            for agent in () if settings.awaits_only else ("trivial", "echo"):
                 for threads in (1, 2):
                     report.sandbox[(agent, threads)] = await asyncio.to_thread(  # (inv/s, CPU ms/inv)
                         sandbox_floor,
@@ -1132,20 +1697,29 @@ async def amain(settings: Settings) -> None:
                         settings.sandbox_iterations[agent],
                         threads,
                     )
-        report.disk_fsync = await asyncio.to_thread(disk_floor, workdir)
-        await run_mode(True, settings, agents, report, workdir)
-        await run_mode(False, settings, agents, report, workdir)
-        render(report, settings, agents)
+        if not settings.awaits_only:
+            report.disk_fsync = await asyncio.to_thread(disk_floor, workdir)
+            await run_mode(True, settings, agents, report, workdir)
+            await run_mode(False, settings, agents, report, workdir)
+        await run_awaits(settings, agents, report, workdir)
+        if not settings.awaits_only:
+            render(report, settings, agents)
+        render_awaits(report)
         console.print(f"[dim]{machine_line(workdir, load_before)}[/dim]")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small counts, no sweep (about 2 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts, no sweep (about 5 minutes on 2 cores)"
+    )
     parser.add_argument(
         "--tasks", type=int, help="tasks per throughput measurement (default 3000; quick 1000)"
     )
     parser.add_argument("--concurrency", type=int, help="slots per host; skips the sweep")
+    parser.add_argument(
+        "--awaits-only", action="store_true", help="only issue 10's measurements (awaits, signals, HTTP)"
+    )
     parser.add_argument("--null-host", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.null_host:
@@ -1163,6 +1737,10 @@ def main() -> None:
         latency_s=4.0 if quick else 10.0,
         wake_counts=(1000,) if quick else (1000, 5000),
         sandbox_iterations={"trivial": 1000 if quick else 3000, "echo": 200 if quick else 600},
+        await_waiting=2000 if quick else 10_000,
+        await_signals=500 if quick else 1000,
+        http_calls=50 if quick else 100,
+        awaits_only=args.awaits_only,
     )
     asyncio.run(amain(settings))
 
