@@ -381,7 +381,7 @@ class Host:
         # A wake or reply can come again as a *new* message: a late replay of the outbox that made
         # it (a host frozen past its ack wait, a server that lost its duplicate memory in a
         # restart). Its own commit marker says whether it already happened.
-        replayable = redelivered or task.kind in ("wake", "reply", "signal", "http")
+        replayable = redelivered or task.kind in ("wake", "reply", "signal", "http", "model")
         if meta.num_delivered > self.config.layout.max_deliveries and await self._committer.committed(
             task.task_id
         ):
@@ -599,11 +599,11 @@ class Host:
     # -- results: signals, outbound calls, and the pokes that wake awaits ---------------------------
 
     async def _resolve(self, task: Task, spec: SpecialistVersion) -> None:
-        """A task that stores a result for an instance (signal, http) or checks its await (poke).
+        """A task that stores a result for an instance (signal, http, model) or checks its await (poke).
 
         None of them runs agent code. A stored result is a commit like a parked reply: a marker
         holding its outbox (the inbox entry and a poke), so a redelivery never stores it twice and
-        an HTTP call whose response is stored is never made again.
+        an HTTP or model call whose answer is stored is never made again.
         """
         if task.kind == "poke":
             await self._poke(task)
