@@ -124,7 +124,9 @@ def scripted_provider(kind: Literal["openai", "anthropic"], *replies: Reply) -> 
             if reply.delay_s:
                 time.sleep(reply.delay_s)
             if reply.status != 200:
-                return self._send(reply.status, {"error": {"message": "scripted failure"}}, reply.retry_after)
+                return self._send(
+                    reply.status, {"error": {"message": reply.text or "scripted failure"}}, reply.retry_after
+                )
             return self._send(200, _openai(reply) if kind == "openai" else _anthropic(reply))
 
         def _send(self, status: int, doc: dict[str, Any], retry_after: str | None = None) -> None:

@@ -14,7 +14,7 @@ import os
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -163,10 +163,12 @@ class ModelRouter:
         try:
             doc: Any = response.json()
             if alias.provider == "anthropic":
-                return anthropic_response(doc, requested=alias.model)
-            return openai_response(doc, requested=alias.model)
+                chat = anthropic_response(doc, requested=alias.model)
+            else:
+                chat = openai_response(doc, requested=alias.model)
         except (ValueError, WireError) as exc:
             raise _Transient(f"{alias.provider} sent an answer dagr cannot read: {exc}") from None
+        return _redacted(chat, key)
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         if retry_after_s is not None:
@@ -186,6 +188,27 @@ class ModelRouter:
             alias=alias,
             attempts=attempts,
         )
+
+
+def _redacted(chat: ChatResponse, key: str) -> ChatResponse:
+    """The answer with the key taken out wherever a provider (compromised, or echoing a prompt
+    injected with it) put it: the agent must never hold it."""
+    if not key or not _mentions(chat, key):
+        return chat
+
+    def clean(text: str) -> str:
+        return text.replace(key, "[key]")
+
+    calls = tuple(
+        replace(c, id=clean(c.id), name=clean(c.name), arguments_json=clean(c.arguments_json))
+        for c in chat.tool_calls
+    )
+    return replace(chat, text=clean(chat.text), tool_calls=calls, model=clean(chat.model))
+
+
+def _mentions(chat: ChatResponse, key: str) -> bool:
+    fields = [chat.text, chat.model, *(f for c in chat.tool_calls for f in (c.id, c.name, c.arguments_json))]
+    return any(key in f for f in fields)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

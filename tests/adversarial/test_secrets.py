@@ -68,8 +68,8 @@ async def run_fetcher(
     return report
 
 
-async def assert_nowhere_stored(mesh: Mesh) -> int:
-    """No stream holds the secret, in any message's body or headers; returns how many were read."""
+async def assert_nowhere_stored(mesh: Mesh, secret: str = SECRET) -> int:
+    """No stream holds ``secret``, in any message's body or headers; returns how many were read."""
     read = 0
     for info in await mesh.js.streams_info():
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
@@ -82,8 +82,8 @@ async def assert_nowhere_stored(mesh: Mesh) -> int:
                     continue
                 raise
             read += 1
-            assert SECRET.encode() not in (msg.data or b""), (info.config.name, msg.subject)
-            assert SECRET not in json.dumps(msg.headers or {}), (info.config.name, msg.subject)
+            assert secret.encode() not in (msg.data or b""), (info.config.name, msg.subject)
+            assert secret not in json.dumps(msg.headers or {}), (info.config.name, msg.subject)
     return read
 
 
