@@ -21,7 +21,16 @@ from typing import Any
 import pytest
 
 from dagr_wasm.manifest import load_manifest
-from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Host, HostConfig, Mesh, Role, SpecialistVersion
+from dagr_wasm.mesh import (
+    ConnectOptions,
+    EmbeddedServer,
+    Host,
+    HostConfig,
+    Mesh,
+    Role,
+    ServerConfig,
+    SpecialistVersion,
+)
 from dagr_wasm.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +171,17 @@ def host_process(tmp_path: Path) -> Iterator[StartHostProcess]:
             host.proc.kill()
             host.proc.wait(timeout=10)
         host.log_file.close()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A server of the test's own (authorization on, as `dagr up` runs it), which it may
+    restart or kill; stopped after the test."""
+    server = EmbeddedServer(
+        config=ServerConfig(store_dir=tmp_path / "nats", credentials_dir=tmp_path / "credentials")
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from test_mesh import eventually, messages
 
 from dagr_wasm.invocation import Resolution
 from dagr_wasm.manifest import load_manifest
-from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Mesh, Role, ServerConfig
+from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Mesh, Role
 from dagr_wasm.mesh._layout import (
     INBOX_STREAM,
     SCHEDULES_STREAM,
@@ -66,16 +66,8 @@ HOST = {
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
-    """A server of this test's own, authorization on, as `dagr up` runs it."""
-    server = EmbeddedServer(
-        config=ServerConfig(store_dir=tmp_path / "nats", credentials_dir=tmp_path / "credentials")
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def server(own_server: EmbeddedServer) -> EmbeddedServer:
+    return own_server
 
 
 @pytest.fixture

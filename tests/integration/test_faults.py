@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from test_mesh import eventually, messages
 
 from dagr_wasm.invocation import ChildReply
 from dagr_wasm.manifest import load_manifest
-from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Mesh, Role, ServerConfig
+from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Mesh, Role
 from dagr_wasm.mesh._layout import SCHEDULES_STREAM, sched_subject, task_subject
 from dagr_wasm.mesh._tasks import TASK_HEADER, Task, encode_task, reply_task_id
 from dagr_wasm.sandbox import Sandbox
@@ -33,16 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
-    """A server of this test's own, which it restarts."""
-    server = EmbeddedServer(
-        config=ServerConfig(store_dir=tmp_path / "nats", credentials_dir=tmp_path / "credentials")
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def server(own_server: EmbeddedServer) -> EmbeddedServer:
+    return own_server
 
 
 def connect(server: EmbeddedServer) -> ConnectOptions:
