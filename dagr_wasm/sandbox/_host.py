@@ -643,9 +643,7 @@ def _bad_signal_name(name: str) -> str:
 
 def _signals_expect(rec: Recorder, name: str) -> Any:
     if not is_valid_signal_name(name):
-        return rec.refuse(
-            "invalid", f"signal name {name[:60]!r}: 1-63 of a-z 0-9 _ -, a letter or digit first"
-        )
+        return rec.refuse("invalid", _bad_signal_name(name))
     return signal_handle(name)
 
 
@@ -655,9 +653,7 @@ def _signals_send(rec: Recorder, instance_id: str, name: str, data: bytes) -> An
     if not _INSTANCE_ID.fullmatch(instance_id):
         return rec.refuse("invalid", f"{instance_id[:40]!r} is not an instance id")
     if not is_valid_signal_name(name):
-        return rec.refuse(
-            "invalid", f"signal name {name[:60]!r}: 1-63 of a-z 0-9 _ -, a letter or digit first"
-        )
+        return rec.refuse("invalid", _bad_signal_name(name))
     if rec.publishes >= rec.limits.max_publishes:
         return rec.refuse("quota-exceeded", f"more than max_publishes={rec.limits.max_publishes}")
     if (refused := rec.charge_write(len(name) + len(data) + 20)) is not None:
