@@ -22,6 +22,8 @@ __all__ = [
     "ToolChoice",
     "ToolDefinition",
     "Usage",
+    "otel_input_messages",
+    "otel_output_messages",
     "request_doc",
     "request_of",
     "response_doc",
@@ -172,3 +174,34 @@ def response_of(doc: Any) -> ChatResponse:
         usage=Usage(int(input_tokens), int(output_tokens)),
         model=str(doc.get("model") or ""),
     )
+
+
+# --- as the OpenTelemetry GenAI conventions record a conversation (gen_ai.*.messages) -----------
+
+
+def _otel_parts(message: ChatMessage) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        return [{"type": "tool_call_response", "id": message.tool_call_id, "response": message.text}]
+    parts: list[dict[str, Any]] = [{"type": "text", "content": part} for part in message.content if part]
+    parts += [
+        {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments_json}
+        for c in message.tool_calls
+    ]
+    return parts
+
+
+def otel_input_messages(request: ChatRequest) -> list[dict[str, Any]]:
+    """``gen_ai.input.messages``: the conversation sent, in the conventions' parts format."""
+    return [{"role": m.role, "parts": _otel_parts(m)} for m in request.messages]
+
+
+def otel_output_messages(response: ChatResponse) -> list[dict[str, Any]]:
+    """``gen_ai.output.messages``: the model's answer, in the conventions' parts format."""
+    message = ChatMessage("assistant", (response.text,), response.tool_calls)
+    return [
+        {
+            "role": "assistant",
+            "parts": _otel_parts(message),
+            "finish_reason": response.finish_reason.value.replace("-", "_"),
+        }
+    ]

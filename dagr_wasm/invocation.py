@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, get_args
 
+from .budget import BudgetLeft
 from .chat import ChatRequest, ChatResponse
 from .policy import Capabilities, Limits
 
@@ -386,6 +387,9 @@ class Invocation:
     #: Instances its spawn tree may still add (``limits.max_tree_instances`` less those it has);
     #: None when the driver does not count (``dagr run``).
     tree_spawns_left: int | None = None
+    #: What the instance and its ancestors may still spend on models (``model.chat`` is refused
+    #: quota-exceeded when a dimension is spent); None when the driver does not count.
+    model_budget: BudgetLeft | None = None
 
 
 class Status(enum.StrEnum):

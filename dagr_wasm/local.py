@@ -41,7 +41,7 @@ from .invocation import (
     StateEntry,
     signal_handle,
 )
-from .models import ModelRouter, ModelsConfig
+from .models import ModelRouter, ModelsConfig, default_models
 from .outbound import HttpPolicy, OutboundHttp
 from .payload import encode_cbor, from_tagged, json_or_text, to_tagged
 from .policy import is_valid_signal_name
@@ -226,7 +226,7 @@ class LocalWorld:
     def __init__(self, answers: LocalAnswers, policy: HttpPolicy, models: ModelsConfig | None = None) -> None:
         self.answers = answers
         self.policy = policy
-        self.models = models or ModelsConfig()
+        self.models = models if models is not None else default_models()
         self.inbox: list[Resolution] = []
         self.held: set[str] = set()
         self._seq = 0

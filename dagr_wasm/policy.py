@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .budget import Spend
+
 __all__ = [
     "HOST_CEILING",
     "LOAD_CEILING",
@@ -163,12 +165,25 @@ class Limits(BaseModel):
     #: whole conversation, tools included) the host accepts.
     max_model_calls: int = Field(default=8, ge=0)
     max_model_request_bytes: int = Field(default=1 * MIB, ge=0, le=4 * MIB)
+    #: The model budget of an instance *and its whole subtree*, over its lifetime: what it and
+    #: everything it spawns may spend together. A child's own budget is capped by its parent's
+    #: (as every limit is), and its spending also counts against every ancestor's budget.
+    budget_model_calls: int = Field(default=100, ge=0)
+    budget_input_tokens: int = Field(default=2_000_000, ge=0)
+    budget_output_tokens: int = Field(default=200_000, ge=0)
+    budget_usd: float = Field(default=1.0, ge=0)
     # A componentize-py agent needs 12 MiB of memory, ~9-16 core instances, 2 tables and ~5,700
     # table elements (measured); the defaults leave room without inviting abuse.
     max_instances: int = Field(default=32, ge=1, description="core instances in the component")
     max_tables: int = Field(default=8, ge=0)
     max_table_elements: int = Field(default=100_000, ge=0)
     max_memories: int = Field(default=4, ge=0)
+
+    @property
+    def model_budget(self) -> Spend:
+        return Spend(
+            self.budget_model_calls, self.budget_input_tokens, self.budget_output_tokens, self.budget_usd
+        )
 
     def capped_by(self, ceiling: Limits) -> Limits:
         """The field-wise minimum: a child never gets more than its parent."""
@@ -202,6 +217,10 @@ HOST_CEILING = Limits(
     max_http_response_bytes=4 * MIB,
     max_model_calls=256,
     max_model_request_bytes=4 * MIB,
+    budget_model_calls=1_000_000,
+    budget_input_tokens=10**12,
+    budget_output_tokens=10**12,
+    budget_usd=1_000_000.0,
     max_instances=100,
     max_tables=100,
     max_table_elements=1_000_000,

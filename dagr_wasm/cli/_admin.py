@@ -20,7 +20,7 @@ from ..build import build_agent
 from ..deploy import check_module
 from ..errors import PayloadError, UsageError
 from ..manifest import MANIFEST_FILE, Manifest, load_manifest, validate_manifest
-from ..mesh import InstanceResult, JournalRecord, Mesh, TreeNode
+from ..mesh import InstanceResult, JournalRecord, Mesh, ModelCallRecord, TreeNode
 from ..payload import encode_cbor, json_or_text, to_tagged
 from ._connect import Connection, with_connection
 from ._render import (
@@ -31,6 +31,7 @@ from ._render import (
     inert,
     iso_ms,
     log_record_view,
+    model_call_view,
     payload_text,
     print_json,
     record_json,
@@ -279,11 +280,28 @@ def logs_command(
 
     async def show(mesh: Mesh) -> None:
         past = await mesh.logs(instance) if instance else await mesh.all_logs()
+        calls = await mesh.model_calls(instance) if instance else []
         if json_out and not follow:
-            print_json({"instance": instance, "records": [record_json(r) for r in past]})
+            print_json(
+                {
+                    "instance": instance,
+                    "records": [record_json(r) for r in past],
+                    "model_calls": [record_json(c) for c in calls],
+                }
+            )
             return
-        for record in past:
-            _emit(record)
+        # One timeline: each invocation's record and the model calls between them.
+        timeline: list[tuple[int, int, JournalRecord | ModelCallRecord]] = [
+            (r.updated_ms, 1, r) for r in past
+        ] + [(c.at_ms, 0, c) for c in calls]
+        for _, _, entry in sorted(timeline, key=lambda t: (t[0], t[1])):
+            if isinstance(entry, ModelCallRecord):
+                if json_out:
+                    print(json.dumps(record_json(entry), ensure_ascii=False), flush=True)
+                else:
+                    stdout_console.print(model_call_view(entry))
+            else:
+                _emit(entry)
         if follow:  # for one instance: until it ends
             async for record in mesh.follow_logs(instance, until_ended=instance is not None):
                 _emit(record)

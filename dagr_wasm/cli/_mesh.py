@@ -31,12 +31,12 @@ from ..mesh import (
     default_store_dir,
 )
 from ..mesh._auth import sign_module, verify_module
-from ..models import ModelsConfig, load_models
+from ..models import ModelsConfig, default_models, load_models
 from ..paths import compiled_cache_dir, credentials_dir
 from ..sandbox import Sandbox
 from ._connect import Connection, with_connection
 from ._render import ApproveGrants, JsonFlag, err_console, print_json, stdout_console, warn_broad_grants
-from ._secrets import AllowPrivateFlag, ModelsFlag, SecretsFlag, http_policy
+from ._secrets import AllowPrivateFlag, ModelsFlag, RecordModelTextFlag, SecretsFlag, http_policy
 
 __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
 
@@ -61,6 +61,7 @@ async def serve_host(
     trusted_publishers: frozenset[str] = frozenset(),
     http: HttpPolicy | None = None,
     models: ModelsConfig | None = None,
+    record_model_text: bool = False,
 ) -> Host:
     """Run a host on ``mesh`` until ``stop`` is set, then stop it gracefully."""
     sandbox = Sandbox(cache_dir=compiled_cache_dir())
@@ -73,7 +74,8 @@ async def serve_host(
         specialist_concurrency=specialist_concurrency,
         trusted_publishers=trusted_publishers,
         http=http or HttpPolicy(),
-        models=models or ModelsConfig(),
+        models=models if models is not None else default_models(),
+        record_model_text=record_model_text,
     )
     host = Host(mesh.nc, mesh.js, sandbox, config)
     try:
@@ -140,6 +142,7 @@ def up_command(
     secrets: SecretsFlag = None,
     http_allow_private: AllowPrivateFlag = False,
     models: ModelsFlag = None,
+    record_model_text: RecordModelTextFlag = False,
 ) -> None:
     """Start an embedded nats-server (JetStream) and a host, in the foreground. Ctrl-C stops both; data stays.
 
@@ -190,7 +193,14 @@ def up_command(
             )
             try:
                 err_console.print(f"[green]host[/green] running {concurrency} slots. Ctrl-C to stop.")
-                await serve_host(mesh, concurrency=concurrency, stop=stop, http=policy, models=model_config)
+                await serve_host(
+                    mesh,
+                    concurrency=concurrency,
+                    stop=stop,
+                    http=policy,
+                    models=model_config,
+                    record_model_text=record_model_text,
+                )
             finally:
                 await mesh.close()
 
@@ -235,6 +245,7 @@ def host_command(
     secrets: SecretsFlag = None,
     http_allow_private: AllowPrivateFlag = False,
     models: ModelsFlag = None,
+    record_model_text: RecordModelTextFlag = False,
     *,
     connection: Connection,
 ) -> None:
@@ -262,6 +273,7 @@ def host_command(
                 trusted_publishers=trusted,
                 http=policy,
                 models=model_config,
+                record_model_text=record_model_text,
             )
         finally:
             await mesh.close()

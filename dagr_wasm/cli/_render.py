@@ -33,7 +33,7 @@ from ..invocation import (
     Status,
     Suspend,
 )
-from ..mesh import DeadLetter, InstanceResult, JournalRecord, TreeNode
+from ..mesh import DeadLetter, InstanceResult, JournalRecord, ModelCallRecord, TreeNode
 from ..payload import decode_map, to_tagged
 from ..policy import Grants
 
@@ -315,7 +315,7 @@ _STATE_STYLE = {
 _LEVEL_STYLE = {"error": "red", "warn": "yellow", "stderr": "magenta", "debug": "dim"}
 
 
-def record_json(record: JournalRecord | TreeNode | InstanceResult) -> dict[str, Any]:
+def record_json(record: JournalRecord | TreeNode | InstanceResult | ModelCallRecord) -> dict[str, Any]:
     """A stored record for --json: its wire fields, bytes as tagged payloads, times with ISO twins."""
     return _jsonable(record.to_doc())
 
@@ -356,6 +356,10 @@ def describe(record: JournalRecord | None) -> Text:
 def tree_view(node: TreeNode, tree: Tree | None = None) -> Tree:
     specialist = node.record.specialist if node.record else "?"
     label = inert(f"{node.id} ", "bold").append(inert(f"{specialist} ")).append(describe(node.record))
+    if node.tree_spend.calls:
+        label.append(inert(f"\n  model: {node.own_spend}", "magenta"))
+        if node.tree_spend != node.own_spend:
+            label.append(inert(f"\n  with its tree: {node.tree_spend}", "magenta"))
     branch = Tree(label) if tree is None else tree.add(label)
     for child in node.children:
         tree_view(child, branch)
@@ -389,6 +393,39 @@ def log_record_view(record: JournalRecord) -> Group:
     if invocation and invocation.dropped_bytes:
         parts.append(Text(f"  … {invocation.dropped_bytes} log bytes dropped", style="dim"))
     return Group(*parts)
+
+
+def model_call_view(call: ModelCallRecord) -> Text:
+    """One model call as ``dagr logs`` prints it: alias, model, tokens, cost, latency, finish."""
+    when = iso_ms(call.at_ms) if call.at_ms else ""
+    model = call.response_model or call.request_model or "?"
+    head = (
+        f"{when} {call.instance[:12]} model {call.alias} -> {call.provider}/{model}: "
+        f"{call.input_tokens:,} in / {call.output_tokens:,} out tokens, ${call.cost_usd:.6f}, "
+        f"{call.duration_s * 1000:.0f} ms"
+    )
+    if call.error_type:
+        text = inert(f"{head}, {call.error_type}: {call.error}", "red")
+    else:
+        text = inert(f"{head}, {call.finish_reason}", "magenta")
+    for message in call.input_messages or ():
+        text.append(inert(f"\n  > {message.get('role')}: {_parts_text(message)}", "dim"))
+    for message in call.output_messages or ():
+        text.append(inert(f"\n  < {message.get('role')}: {_parts_text(message)}", "dim"))
+    return text
+
+
+def _parts_text(message: dict[str, Any]) -> str:
+    shown = []
+    for part in message.get("parts") or ():
+        if part.get("type") == "text":
+            shown.append(str(part.get("content", "")))
+        elif part.get("type") == "tool_call":
+            shown.append(f"{part.get('name')}({part.get('arguments')})")
+        elif part.get("type") == "tool_call_response":
+            shown.append(f"[result {part.get('id')}] {part.get('response')}")
+    text = " ".join(shown)
+    return text if len(text) <= 400 else text[:400] + "…"
 
 
 def dead_letter_row(letter: DeadLetter) -> dict[str, Any]:

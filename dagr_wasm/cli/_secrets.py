@@ -18,7 +18,7 @@ import typer
 from ..errors import UsageError
 from ..mesh import HttpPolicy
 
-__all__ = ["AllowPrivateFlag", "ModelsFlag", "SecretsFlag", "http_policy"]
+__all__ = ["AllowPrivateFlag", "ModelsFlag", "RecordModelTextFlag", "SecretsFlag", "http_policy"]
 
 SecretsFlag = Annotated[
     Path | None,
@@ -41,7 +41,17 @@ ModelsFlag = Annotated[
     typer.Option(
         "--models",
         help="TOML file mapping model aliases to providers, models, key variables and prices "
-        "(docs/models.md); agents name aliases, never keys.",
+        "(docs/models.md); agents name aliases, never keys. Default: the local model "
+        "(dagr-wasm[local-model]) as fast, smart and local.",
+    ),
+]
+
+RecordModelTextFlag = Annotated[
+    bool,
+    typer.Option(
+        "--record-model-text",
+        help="Keep each model call's conversation and answer in its record (dagr logs); off by "
+        "default, when records hold the alias, model, tokens, cost, latency and finish reason only.",
     ),
 ]
 

@@ -7,6 +7,7 @@ sandbox, given by whoever composes the two) and commits the outcomes exactly onc
 
 from ..outbound import HttpPolicy
 from ._auth import AccountQuota, Credentials, Role, Tenant
+from ._budget import Account
 from ._client import ConnectOptions, Mesh, connect_nats
 from ._host import Executor, Host, HostConfig, HostStats
 from ._layout import LAYOUT_VERSION, Layout, ensure_layout
@@ -17,6 +18,7 @@ from ._records import (
     InvocationLog,
     JournalRecord,
     Lineage,
+    ModelCallRecord,
     SpawnEdge,
     TreeNode,
 )
@@ -25,6 +27,7 @@ from ._server import EmbeddedServer, ServerConfig, default_store_dir, find_nats_
 
 __all__ = [
     "LAYOUT_VERSION",
+    "Account",
     "AccountQuota",
     "ConnectOptions",
     "Credentials",
@@ -42,6 +45,7 @@ __all__ = [
     "Layout",
     "Lineage",
     "Mesh",
+    "ModelCallRecord",
     "Registry",
     "Role",
     "ServerConfig",

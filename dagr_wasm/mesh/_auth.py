@@ -87,6 +87,7 @@ _PERMISSIONS = {
             "$JS.API.STREAM.INFO.DAGR_INSTANCES",
             "$JS.API.DIRECT.GET.DAGR_INSTANCES",  # journals and results
             "$JS.API.DIRECT.GET.DAGR_INSTANCES.>",
+            "$JS.API.DIRECT.GET.KV_dagr-state.$KV.dagr-state.b.>",  # model accounts (`dagr status`)
             "$JS.API.STREAM.INFO.KV_dagr-registry",  # `dagr list specialists`, spawn's checks
             "$JS.API.DIRECT.GET.KV_dagr-registry",
             "$JS.API.DIRECT.GET.KV_dagr-registry.>",

@@ -43,12 +43,14 @@ from ..policy import (
     resolve_wake,
 )
 from ._auth import Role, Signature
+from ._budget import Account, read_account
 from ._commit import iso_at
 from ._layout import (
     DEAD_STREAM,
     INSTANCES_STREAM,
     SCHEDULES_STREAM,
     Layout,
+    calls_subject,
     cancel_subject,
     ensure_layout,
     instance_key,
@@ -61,7 +63,15 @@ from ._layout import (
     wake_subject,
 )
 from ._nats_errors import Violations, nats_seam, nats_seam_iter
-from ._records import DeadLetter, InstanceResult, InstanceState, JournalRecord, SpawnEdge, TreeNode
+from ._records import (
+    DeadLetter,
+    InstanceResult,
+    InstanceState,
+    JournalRecord,
+    ModelCallRecord,
+    SpawnEdge,
+    TreeNode,
+)
 from ._registry import Registry, SpecialistVersion
 from ._state import StateReader
 from ._tasks import (
@@ -429,6 +439,31 @@ class Mesh:
         return records
 
     @nats_seam
+    async def model_calls(self, instance: str, *, limit: int = 1000) -> list[ModelCallRecord]:
+        """The instance's model calls (alias, model, tokens, cost, latency, finish reason), oldest first."""
+        calls: list[ModelCallRecord] = []
+        seq = 0
+        while len(calls) < limit:
+            try:
+                msg = await self.js.get_msg(
+                    INSTANCES_STREAM, seq=seq + 1, subject=calls_subject(instance), next=True, direct=True
+                )
+            except NotFoundError:
+                break
+            seq = int(msg.seq or 0)
+            try:
+                calls.append(ModelCallRecord.decode(msg.data))
+            except RecordError:
+                continue  # not one a host wrote: leave it out rather than hide the others
+        return calls
+
+    @nats_seam
+    async def model_account(self, instance: str) -> Account:
+        """What the instance spent on models itself and with its subtree, and holds for calls in
+        flight (all zero when it never called)."""
+        return await read_account(StateReader(self.js), instance)
+
+    @nats_seam
     async def all_logs(self, *, limit: int = 200) -> list[JournalRecord]:
         """The last ``limit`` invocation records of every instance, oldest first."""
         info = await self.js.stream_info(INSTANCES_STREAM)
@@ -523,7 +558,21 @@ class Mesh:
             if max_depth > 0
             else []
         )
-        return TreeNode(instance, await self.status(instance), tuple(children))
+        account = await self._model_account_if_readable(instance)
+        return TreeNode(
+            instance,
+            await self.status(instance),
+            tuple(children),
+            own_spend=account.own,
+            tree_spend=account.tree,
+        )
+
+    async def _model_account_if_readable(self, instance: str) -> Account:
+        try:
+            return await read_account(StateReader(self.js), instance)
+        except APIError as exc:  # a role that may not read accounts (another tenant's setup)
+            _log.debug("no model account for %s: %r", instance, exc)
+            return Account()
 
     @nats_seam
     async def state_of(self, instance: str, *, shared: bool = False) -> dict[str, tuple[bytes, int]]:

@@ -32,7 +32,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeAlias
 
 import cbor2
 from nats.aio.client import Client as NATS
@@ -91,6 +91,7 @@ __all__ = [
     "OutMsg",
     "Outbox",
     "OutboxRefused",
+    "StateMsg",
     "add_poke",
     "invocation_record",
     "iso_at",
@@ -112,6 +113,10 @@ def iso_at(unix_ms: int) -> str:
 
     stamp = datetime.fromtimestamp(unix_ms / 1000, tz=UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{unix_ms % 1000:03d}Z"
+
+
+#: A message of an atomic state batch: bucket subject, value, headers (guards, KV operation).
+StateMsg: TypeAlias = tuple[str, bytes, dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +254,8 @@ def _add_spawn(outbox: Outbox, ctx: CommitContext, effect: Spawn, index: int) ->
         context=effect.context,
         ceilings=(ctx.own_grants, *task.ceilings) if ctx.own_grants is not None else task.ceilings,
         limit_ceiling=ctx.limits,
+        # The child's model calls count against this instance's budget too (and its ancestors').
+        budgets=task.budget_chain(ctx.limits) if ctx.limits is not None else task.budgets,
         created_ms=ctx.now_ms,
         depth=task.depth + 1,
     )
@@ -475,7 +482,9 @@ class Committer:
         state_msgs = self._state_messages(ctx, outcome) if outcome.committable else []
         marker = marker_key(ctx.task.task_id)
         fresh = await (
-            self._batch(ctx, state_msgs, marker, encoded) if state_msgs else self._mark(marker, encoded)
+            self.write_guarded(state_msgs, marker, encoded, what=ctx.task.instance_id)
+            if state_msgs
+            else self._mark(marker, encoded)
         )
         if not fresh:
             stored = await self._reader.raw(marker)
@@ -485,11 +494,18 @@ class Committer:
         await self.publish(outbox, replay=not fresh)
         return fresh
 
-    async def commit_outbox(self, task_id: str, outbox: Outbox) -> bool:
-        """Commit a task whose only effect is ``outbox`` (no state, no invocation): a marker, then
-        the messages. True if committed now, False if it had been (the stored outbox is replayed)."""
+    async def commit_outbox(
+        self, task_id: str, outbox: Outbox, *, state: list[StateMsg] | None = None
+    ) -> bool:
+        """Commit a task that ran no agent (a stored result, a settled model call): its marker
+        holding ``outbox``, with the guarded ``state`` writes in the same atomic batch if any, then
+        the messages. True if committed now, False if it had been (the stored outbox is replayed);
+        ``CommitConflict`` when a guard of ``state`` failed (read again and retry)."""
         marker = marker_key(task_id)
-        fresh = await self._mark(marker, outbox.encode())
+        encoded = outbox.encode()
+        fresh = await (
+            self.write_guarded(state, marker, encoded, what=task_id) if state else self._mark(marker, encoded)
+        )
         if not fresh:
             stored = await self._reader.raw(marker)
             if stored is None:
@@ -511,9 +527,7 @@ class Committer:
         await self.publish(Outbox.decode(stored[0]), replay=True)
         return True
 
-    def _state_messages(
-        self, ctx: CommitContext, outcome: Outcome
-    ) -> list[tuple[str, bytes, dict[str, str]]]:
+    def _state_messages(self, ctx: CommitContext, outcome: Outcome) -> list[StateMsg]:
         read = {(scope, key): rev for scope, key, rev in outcome.reads}
         messages = []
         for (scope, key), value in outcome.final_state().items():
@@ -559,16 +573,19 @@ class Committer:
             raise RuntimeFailure(f"commit marker write timed out: {exc}") from exc
         return True
 
-    async def _batch(
-        self,
-        ctx: CommitContext,
-        state_msgs: list[tuple[str, bytes, dict[str, str]]],
-        marker: str,
-        outbox: bytes,
+    async def write_guarded(
+        self, state_msgs: list[StateMsg], marker: str, value: bytes, *, what: str
     ) -> bool:
+        """One atomic batch on the state stream: ``state_msgs`` (each guarded as it says) and
+        ``marker``, which must not exist yet, holding ``value``.
+
+        True if written now; False if the marker was there (done before: nothing written);
+        ``CommitConflict`` if a guard failed with the marker absent (another writer got there
+        first: read again and retry); ``RuntimeFailure`` for NATS trouble.
+        """
         messages = [
             *state_msgs,
-            (KV_PREFIX + marker, outbox, {_ELSS: "0", "Nats-TTL": f"{MARKER_TTL_S}s"}),
+            (KV_PREFIX + marker, value, {_ELSS: "0", "Nats-TTL": f"{MARKER_TTL_S}s"}),
         ]
         # A batch abandoned half-way stays open on the server (50 at most per stream, and all state
         # shares one stream): check everything that could make a message fail before opening one.
@@ -605,7 +622,7 @@ class Committer:
         if code in _CONFLICT_CODES:
             if await self._reader.raw(marker) is not None:
                 return False  # committed before: the marker's guard is what failed
-            raise CommitConflict(f"{ctx.task.instance_id}: {error.get('description', 'state changed')}")
+            raise CommitConflict(f"{what}: {error.get('description', 'state changed')}")
         raise RuntimeFailure(f"state commit refused by JetStream: {error.get('description')} ({code})")
 
     async def publish(self, outbox: Outbox, *, replay: bool = False) -> None:

@@ -40,6 +40,8 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from .. import CONTRACTS
+from ..budget import Spend, call_estimate
+from ..chat import ChatRequest, otel_input_messages, otel_output_messages
 from ..errors import CommitConflict
 from ..invocation import (
     ErrorKind,
@@ -57,10 +59,11 @@ from ..invocation import (
     Status,
     signal_handle,
 )
-from ..models import ModelRouter, ModelsConfig
+from ..models import ModelAnswer, ModelRouter, ModelsConfig
 from ..outbound import HttpPolicy, OutboundHttp
 from ..policy import Capabilities, Limits
 from ._auth import Signature, verify_module
+from ._budget import BudgetBook, BudgetRefused
 from ._catalog import MAX_AGENTS, Catalog, Lru
 from ._commit import (
     CommitContext,
@@ -78,6 +81,7 @@ from ._layout import (
     MARKER_TTL_S,
     SCHEDULES_STREAM,
     Layout,
+    calls_subject,
     dead_subject,
     ensure_layout,
     failures_key,
@@ -90,7 +94,7 @@ from ._layout import (
     trusted_subject,
     wake_subject,
 )
-from ._records import DeadLetter, InstanceState, JournalRecord
+from ._records import DeadLetter, InstanceState, JournalRecord, ModelCallRecord
 from ._registry import Registry, SpecialistVersion
 from ._state import KV_PREFIX, KvStateView, LazyInbox, LazyLedger, StateReader
 from ._tasks import (
@@ -174,6 +178,9 @@ class HostConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     #: First wait before retrying a model provider's rate limit or outage (doubling, capped).
     model_backoff_s: float = 1.0
+    #: Whether model call records (``dagr logs``) hold the conversation and the answer's text;
+    #: off by default: prompts and completions may carry what the operator must not keep.
+    record_model_text: bool = False
     host_id: str = "host"
 
 
@@ -231,6 +238,7 @@ class Host:
         self.stats = HostStats()
         self._http = OutboundHttp(config.http)
         self._models = ModelRouter(config.models, backoff_base_s=config.model_backoff_s)
+        self._budgets = BudgetBook(self._reader, self._committer)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -498,6 +506,9 @@ class Host:
             )
             limits = _limits(spec, task)
             tree_count = await self._tree_count(task, spec)
+            # Read only for agents that may call a model (the others pay nothing): one key per
+            # instance of the chain up to the root.
+            model_budget = await self._budgets.left(task.budget_chain(limits)) if spec.grants.models else None
             event: Event = task.event()
             if task.kind == "wake" and task.awaiting:
                 # The end of an await: every unread result goes in the event (and is read by it).
@@ -526,6 +537,7 @@ class Host:
                 now_unix_ms=int(time.time() * 1000),
                 spawn_depth=task.depth,
                 tree_spawns_left=max(limits.max_tree_instances - 1 - tree_count[0], 0),
+                model_budget=model_budget,
             )
             outcome = await self._workers.run(self._executor.run, agent, invocation)
             if outcome.status is Status.ERROR:
@@ -614,19 +626,16 @@ class Host:
             _log.info(
                 "%s for %s dropped: the instance has ended or does not exist", task.kind, task.instance_id
             )
+            if task.kind == "model":
+                await self._release_hold(task, spec)
             return
         if task.kind == "signal":
             resolution = Resolution(
                 handle=signal_handle(task.subject), kind="signal", ok=task.payload, source=task.subject
             )
         elif task.kind == "model":
-            request = task.chat_request
-            assert request is not None
-            if Capabilities(own=spec.grants, ceilings=task.ceilings).allows_model(request.model):
-                resolution = (await self._models.call(task.handle, request)).resolution
-            else:  # the version it runs as now (or an ancestor) no longer grants the alias
-                reason = f"model alias {request.model!r} is not granted: grants.models"
-                resolution = Resolution(task.handle, "model", error=reason, error_kind="denied")
+            await self._call_model(task, spec)
+            return
         else:
             assert task.http_request is not None
             resolution = await self._http.call(
@@ -637,6 +646,86 @@ class Host:
             )
         await self._store_in_inbox(task, encode_resolution(resolution, task.task_id))
         self.stats.committed += 1
+
+    async def _call_model(self, task: Task, spec: SpecialistVersion) -> None:
+        """Make a model call once, within the budgets of the instance and every ancestor: hold its
+        estimate, call, then book what it used and store the answer in one commit (_budget.py)."""
+        request = task.chat_request
+        assert request is not None
+        chain = task.budget_chain(_limits(spec, task))
+        alias = self._models.alias(request.model)
+        held: Spend | None = None
+        started = time.monotonic()
+        if not Capabilities(own=spec.grants, ceilings=task.ceilings).allows_model(request.model):
+            # The version it runs as now (or an ancestor) no longer grants the alias.
+            answer = _refused(task, "denied", f"model alias {request.model!r} is not granted: grants.models")
+        elif alias is None:
+            answer = await self._models.call(task.handle, request)  # resolves unavailable, says why
+        else:
+            estimate = call_estimate(
+                request,
+                max_output_tokens=alias.max_output_tokens,
+                input_usd_per_mtok=alias.input_usd_per_mtok,
+                output_usd_per_mtok=alias.output_usd_per_mtok,
+            )
+            hold = await self._budgets.hold(task.handle, chain, estimate)
+            if isinstance(hold, BudgetRefused):
+                answer = _refused(task, "quota-exceeded", str(hold))
+            else:
+                held = hold
+                answer = await self._models.call(task.handle, request)
+        outbox = Outbox()
+        record = self._call_record(task, request, answer, duration_s=time.monotonic() - started)
+        outbox.add(task.task_id, calls_subject(task.instance_id), record.encode())
+        outbox.add(
+            task.task_id, inbox_subject(task.instance_id), encode_resolution(answer.resolution, task.task_id)
+        )
+        add_poke(outbox, task.task_id, task.instance_id, task.specialist)
+        if held is None:
+            fresh = await self._committer.commit_outbox(task.task_id, outbox)
+        else:
+            fresh = await self._budgets.settle(task.task_id, chain, held, answer.usage, outbox)
+        if fresh:
+            self.stats.committed += 1
+        else:
+            self.stats.replayed += 1
+
+    def _call_record(
+        self, task: Task, request: ChatRequest, answer: ModelAnswer, *, duration_s: float
+    ) -> ModelCallRecord:
+        resolution = answer.resolution
+        chat = resolution.chat
+        text = self.config.record_model_text
+        return ModelCallRecord(
+            instance=task.instance_id,
+            handle=task.handle,
+            alias=request.model,
+            at_ms=int(time.time() * 1000),
+            provider=answer.provider,
+            request_model=answer.model,
+            response_model=chat.model if chat else "",
+            input_tokens=answer.usage.input_tokens,
+            output_tokens=answer.usage.output_tokens,
+            finish_reason=chat.finish_reason.value if chat else "",
+            duration_s=duration_s,
+            cost_usd=answer.usage.cost_usd,
+            attempts=answer.attempts,
+            max_tokens=request.max_output_tokens,
+            temperature=request.temperature,
+            error_type=None if chat else resolution.error_kind,
+            error=None if chat else resolution.error,
+            host=self.config.host_id,
+            input_messages=otel_input_messages(request) if text else None,
+            output_messages=otel_output_messages(chat) if text and chat else None,
+        )
+
+    async def _release_hold(self, task: Task, spec: SpecialistVersion) -> None:
+        """A model call dropped after its estimate was held (its instance ended meanwhile): give
+        the hold back to every account, once, so the tree's budget is not lost to it."""
+        held = await self._budgets.held_for(task.handle)
+        if held is not None:
+            chain = task.budget_chain(_limits(spec, task))
+            await self._budgets.settle(task.task_id, chain, held, Spend(), Outbox())
 
     async def _store_in_inbox(self, task: Task, entry: bytes) -> None:
         """Store a result in ``task``'s instance's inbox and poke its await: a commit of the two
@@ -819,6 +908,15 @@ class Host:
 def _limits(spec: SpecialistVersion, task: Task) -> Limits:
     """The limits ``task`` runs under: its version's, capped by those it inherited."""
     return spec.limits.capped_by(task.limit_ceiling) if task.limit_ceiling else spec.limits
+
+
+def _refused(task: Task, kind: str, reason: str) -> ModelAnswer:
+    """A model call the host will not make, as its answer."""
+    request = task.chat_request
+    alias = request.model if request is not None else ""
+    return ModelAnswer(
+        resolution=Resolution(task.handle, "model", error=reason, error_kind=kind, source=alias), alias=alias
+    )
 
 
 class _InstanceLock:

@@ -14,6 +14,7 @@ Subjects (``<i>`` an instance id, ``<s>`` a specialist, ``<t>`` a task id)::
     dagr.inst.<i>              the instance's journal: one record   stream DAGR_INSTANCES
                                per invocation (state, result, logs,
                                costs); the last one is its status
+    dagr.calls.<i>             the instance's model calls           stream DAGR_INSTANCES
     dagr.tree.<parent>.<i>     who spawned whom                     stream DAGR_INSTANCES
     dagr.cancel.<i>            a cancellation, for hosts to follow  stream DAGR_INSTANCES
     dagr.dead.<s>.<t>          dead-lettered tasks                  stream DAGR_DEAD
@@ -23,7 +24,8 @@ One record per invocation (rather than a status, a result and a log message each
 stored message costs the server an fsync with ``sync_interval: always``: measured, the disk and not
 the hosts was what bounded throughput.
 
-Buckets: ``dagr-state`` (KV, agent state, commit markers, inbox cursors; atomic batches on),
+Buckets: ``dagr-state`` (KV, agent state, commit markers, inbox cursors, model accounts and holds;
+atomic batches on),
 ``dagr-registry`` (KV, specialists and their versions), ``dagr-modules`` (object store, by sha256).
 """
 
@@ -49,7 +51,7 @@ from ..errors import RuntimeFailure
 
 __all__ = ["LAYOUT_VERSION", "Layout", "ensure_layout", "ensure_specialist", "tasks_stream"]
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 STATE_BUCKET = "dagr-state"
 REGISTRY_BUCKET = "dagr-registry"
@@ -107,6 +109,11 @@ def record_subject(instance: str) -> str:
     return f"dagr.inst.{instance}"
 
 
+def calls_subject(instance: str) -> str:
+    """The instance's model calls, one record each (``dagr logs``)."""
+    return f"dagr.calls.{instance}"
+
+
 def tree_subject(parent: str, child: str) -> str:
     return f"dagr.tree.{parent}.{child}"
 
@@ -153,6 +160,16 @@ def failures_key(task_id: str) -> str:
 def tree_key(root: str) -> str:
     """How many instances the spawn tree of ``root`` holds besides the root (guarded in commits)."""
     return f"t.{root}"
+
+
+def budget_key(instance: str) -> str:
+    """What ``instance`` and its subtree spent on models, and hold for calls in flight."""
+    return f"b.{instance}"
+
+
+def hold_key(handle: str) -> str:
+    """The amount held for model call ``handle`` while it is made (written once, with its hold)."""
+    return f"r.{handle}"
 
 
 def cursor_key(instance: str) -> str:
@@ -229,8 +246,9 @@ def _static_streams(layout: Layout) -> list[StreamConfig]:
         _stream(
             layout,
             name=INSTANCES_STREAM,
-            description="each instance's journal (one record per invocation), the spawn tree, cancellations",
-            subjects=["dagr.inst.>", "dagr.tree.>", "dagr.cancel.>"],
+            description="each instance's journal (one record per invocation), its model calls, "
+            "the spawn tree, cancellations",
+            subjects=["dagr.inst.>", "dagr.calls.>", "dagr.tree.>", "dagr.cancel.>"],
             # A long-lived instance keeps its last thousand records.
             max_msgs_per_subject=1000,
             max_age=30 * DAY_S,
@@ -341,6 +359,7 @@ async def _check_version(registry: Any, *, upgrade: bool) -> None:
     if stored < LAYOUT_VERSION and upgrade:
         # Layout 2: trusted tasks travel on dagr.task.<s>. Hosts of layout 1 would still send them
         # on the topic, where they are not trusted: from here on they refuse to start.
+        # Layout 3: model call records on dagr.calls.<i> (DAGR_INSTANCES, updated above).
         await registry.put(key, str(LAYOUT_VERSION).encode())
 
 

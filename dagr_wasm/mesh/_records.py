@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import cbor2
 
+from ..budget import BudgetNode, Spend
 from ..errors import RecordError
 from ..invocation import LOG_LEVELS, LogLine
 from ..payload import decode_map
@@ -31,6 +32,7 @@ __all__ = [
     "InvocationLog",
     "JournalRecord",
     "Lineage",
+    "ModelCallRecord",
     "SpawnEdge",
     "TreeNode",
 ]
@@ -71,6 +73,8 @@ class Lineage:
     #: Grants of every ancestor, nearest first.
     ceilings: tuple[Grants, ...] = ()
     limit_ceiling: Limits | None = None
+    #: The model budget of every ancestor, nearest first.
+    budgets: tuple[BudgetNode, ...] = ()
 
     @classmethod
     def of(cls, task: Task) -> Lineage:
@@ -83,6 +87,7 @@ class Lineage:
             depth=task.depth,
             ceilings=task.ceilings,
             limit_ceiling=task.limit_ceiling,
+            budgets=task.budgets,
         )
 
 
@@ -175,6 +180,7 @@ class JournalRecord:
             "parent_version": lineage.parent_version,
             "ceilings": [g.model_dump(mode="json") for g in lineage.ceilings],
             "limit_ceiling": lineage.limit_ceiling.model_dump(mode="json") if lineage.limit_ceiling else None,
+            "budgets": [node.to_doc() for node in lineage.budgets],
         }
         if self.invocation is not None:
             doc.update(
@@ -233,6 +239,7 @@ class JournalRecord:
                     limit_ceiling=Limits.model_validate(doc["limit_ceiling"])
                     if doc.get("limit_ceiling")
                     else None,
+                    budgets=tuple(BudgetNode.of_doc(node) for node in doc.get("budgets") or ()),
                 ),
                 invocation=invocation,
                 ok=_opt(doc, "ok", bytes),
@@ -326,6 +333,102 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModelCallRecord:
+    """One model call of an instance (``dagr.calls.<instance>``), as ``dagr logs`` shows it.
+
+    Stored with the OpenTelemetry GenAI semantic conventions' names where they have one
+    (``gen_ai.request.model``, ``gen_ai.usage.input_tokens``...), dagr's own under ``dagr.``. The
+    conversation itself (``gen_ai.input.messages``, ``gen_ai.output.messages``, in the
+    conventions' parts format) only when the host's operator turns it on.
+    """
+
+    instance: str
+    handle: str
+    alias: str
+    at_ms: int
+    provider: str = ""
+    request_model: str = ""
+    response_model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str = ""
+    duration_s: float = 0.0
+    cost_usd: float = 0.0
+    attempts: int = 0
+    max_tokens: int | None = None
+    temperature: float | None = None
+    #: The WIT error case the call ended with (``error.type``), and why.
+    error_type: str | None = None
+    error: str | None = None
+    host: str = ""
+    input_messages: list[Any] | None = None
+    output_messages: list[Any] | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": self.provider,
+            "gen_ai.request.model": self.request_model,
+            "gen_ai.response.model": self.response_model,
+            "gen_ai.usage.input_tokens": self.input_tokens,
+            "gen_ai.usage.output_tokens": self.output_tokens,
+            "gen_ai.response.finish_reasons": [self.finish_reason] if self.finish_reason else [],
+            "gen_ai.client.operation.duration": round(self.duration_s, 6),
+            "dagr.instance": self.instance,
+            "dagr.handle": self.handle,
+            "dagr.model.alias": self.alias,
+            "dagr.cost_usd": round(self.cost_usd, 9),
+            "dagr.attempts": self.attempts,
+            "dagr.host": self.host,
+            "dagr.at_ms": self.at_ms,
+        }
+        if self.max_tokens is not None:
+            doc["gen_ai.request.max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            doc["gen_ai.request.temperature"] = self.temperature
+        if self.error_type is not None:
+            doc.update({"error.type": self.error_type, "dagr.error": self.error or ""})
+        if self.input_messages is not None:
+            doc["gen_ai.input.messages"] = self.input_messages
+        if self.output_messages is not None:
+            doc["gen_ai.output.messages"] = self.output_messages
+        return doc
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(self.to_doc())
+
+    @classmethod
+    def decode(cls, data: bytes | None) -> ModelCallRecord:
+        doc = _map(data, "model call record")
+        try:
+            finish = doc.get("gen_ai.response.finish_reasons") or []
+            return cls(
+                instance=_req(doc, "dagr.instance", str),
+                handle=_req(doc, "dagr.handle", str),
+                alias=_req(doc, "dagr.model.alias", str),
+                at_ms=int(doc.get("dagr.at_ms") or 0),
+                provider=_opt(doc, "gen_ai.provider.name", str) or "",
+                request_model=_opt(doc, "gen_ai.request.model", str) or "",
+                response_model=_opt(doc, "gen_ai.response.model", str) or "",
+                input_tokens=int(doc.get("gen_ai.usage.input_tokens") or 0),
+                output_tokens=int(doc.get("gen_ai.usage.output_tokens") or 0),
+                finish_reason=str(finish[0]) if finish else "",
+                duration_s=float(doc.get("gen_ai.client.operation.duration") or 0.0),
+                cost_usd=float(doc.get("dagr.cost_usd") or 0.0),
+                attempts=int(doc.get("dagr.attempts") or 0),
+                max_tokens=_opt(doc, "gen_ai.request.max_tokens", int),
+                temperature=_opt(doc, "gen_ai.request.temperature", (int, float)),
+                error_type=_opt(doc, "error.type", str),
+                error=_opt(doc, "dagr.error", str),
+                host=_opt(doc, "dagr.host", str) or "",
+                input_messages=_opt(doc, "gen_ai.input.messages", list),
+                output_messages=_opt(doc, "gen_ai.output.messages", list),
+            )
+        except (TypeError, ValueError, KeyError) as exc:
+            raise RecordError("model call record", str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SpawnEdge:
     """A parent spawned a child (``dagr.tree.<parent>.<child>``), the ``index``-th of its task."""
 
@@ -360,10 +463,24 @@ class TreeNode:
     id: str
     record: JournalRecord | None
     children: tuple[TreeNode, ...] = field(default=())
+    #: What the instance spent on models itself, and with its whole subtree.
+    own_spend: Spend = Spend()
+    tree_spend: Spend = Spend()
 
     def to_doc(self) -> dict[str, Any]:
-        base = self.record.to_doc() if self.record else {"id": self.id, "state": "unknown"}
+        base: dict[str, Any] = self.record.to_doc() if self.record else {"id": self.id, "state": "unknown"}
+        if self.tree_spend.calls:
+            base["model"] = {"own": _spend_doc(self.own_spend), "tree": _spend_doc(self.tree_spend)}
         return {**base, "children": [child.to_doc() for child in self.children]}
+
+
+def _spend_doc(spend: Spend) -> dict[str, Any]:
+    return {
+        "calls": spend.calls,
+        "gen_ai.usage.input_tokens": spend.input_tokens,
+        "gen_ai.usage.output_tokens": spend.output_tokens,
+        "cost_usd": round(spend.cost_usd, 9),
+    }
 
 
 def _log_line(level: Any, message: Any) -> LogLine:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import cbor2
 
+from ..budget import BudgetNode
 from ..chat import ChatRequest, request_doc, request_of, response_doc, response_of
 from ..invocation import (
     ChildReply,
@@ -101,6 +102,8 @@ class Task:
     #: Grants of every ancestor, nearest first: a child never gets more than its parent.
     ceilings: tuple[Grants, ...] = ()
     limit_ceiling: Limits | None = None
+    #: The model budget of every ancestor, nearest first: the instance's calls count against each.
+    budgets: tuple[BudgetNode, ...] = ()
     created_ms: int = 0
     depth: int = 0
     #: A wake that ends an await: the handles and the mode (the wake itself is its deadline).
@@ -142,8 +145,13 @@ class Task:
             reply_to=lineage.reply_to,
             ceilings=lineage.ceilings,
             limit_ceiling=lineage.limit_ceiling,
+            budgets=lineage.budgets,
             depth=lineage.depth,
         )
+
+    def budget_chain(self, limits: Limits) -> tuple[BudgetNode, ...]:
+        """The instance's own budget (from the limits it runs under) and every ancestor's."""
+        return (BudgetNode(self.instance_id, limits.model_budget), *self.budgets)
 
 
 def encode_task(task: Task) -> bytes:
@@ -164,6 +172,7 @@ def encode_task(task: Task) -> bytes:
         "payload": task.payload,
         "ceilings": [g.model_dump(mode="json") for g in task.ceilings],
         "limit_ceiling": task.limit_ceiling.model_dump(mode="json") if task.limit_ceiling else None,
+        "budgets": [node.to_doc() for node in task.budgets],
         "created_ms": task.created_ms,
         "depth": task.depth,
     }
@@ -313,6 +322,7 @@ def decode_task(
             reply=decode_reply(doc["reply"]) if doc.get("reply") is not None else None,
             ceilings=tuple(Grants.model_validate(g) for g in doc.get("ceilings", [])),
             limit_ceiling=Limits.model_validate(doc["limit_ceiling"]) if doc.get("limit_ceiling") else None,
+            budgets=tuple(BudgetNode.of_doc(node) for node in doc.get("budgets") or ()),
             created_ms=int(doc.get("created_ms", now_ms)),
             depth=int(doc.get("depth", 0)),
             awaiting=tuple(str(h) for h in doc.get("awaiting") or ()),

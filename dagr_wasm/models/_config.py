@@ -32,8 +32,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UsageError
+from ._local import DEFAULT_LOCAL_MODEL
 
-__all__ = ["ModelAlias", "ModelsConfig", "load_models"]
+__all__ = ["DEFAULT_ALIASES", "ModelAlias", "ModelsConfig", "default_models", "load_models"]
 
 Provider = Literal["openai", "anthropic", "local"]
 
@@ -81,6 +82,25 @@ class ModelsConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     models: dict[str, ModelAlias] = Field(default_factory=dict)
+
+
+#: The aliases a host serves when it is given no models file: the local model under each, so the
+#: embedded default thinks with no internet and no account (``dagr-wasm[local-model]``).
+DEFAULT_ALIASES = ("fast", "smart", "local")
+
+
+def default_models() -> ModelsConfig:
+    """What ``dagr up``, ``dagr host`` and ``dagr run`` serve without ``--models``."""
+    local = ModelAlias(
+        provider="local",
+        model=DEFAULT_LOCAL_MODEL,
+        # One call at a time on a small machine; a 135M model answers in about a second.
+        concurrency=1,
+        timeout_s=120,
+        max_retries=1,
+        max_output_tokens=256,
+    )
+    return ModelsConfig(models=dict.fromkeys(DEFAULT_ALIASES, local))
 
 
 def load_models(path: Path) -> ModelsConfig:

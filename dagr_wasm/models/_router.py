@@ -19,9 +19,11 @@ from typing import Any
 
 import httpx
 
+from ..budget import Spend
 from ..chat import ChatRequest, ChatResponse
 from ..invocation import Resolution
 from ._config import ModelAlias, ModelsConfig
+from ._local import LocalModelError, LocalModels
 from ._wire import (
     ANTHROPIC_VERSION,
     WireError,
@@ -44,7 +46,10 @@ class ModelAnswer:
     resolution: Resolution
     alias: str
     provider: str = ""
-    cost_usd: float = 0.0
+    #: The provider's name of the model asked (the alias's ``model``).
+    model: str = ""
+    #: What the call used: one call with its tokens and cost when answered; nothing when not.
+    usage: Spend = Spend()
     latency_ms: float = 0.0
     attempts: int = 0
 
@@ -82,6 +87,11 @@ class ModelRouter:
         }
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._local = LocalModels()
+
+    def alias(self, name: str) -> ModelAlias | None:
+        """What this host serves under alias ``name`` (None: nothing)."""
+        return self.config.models.get(name)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -102,17 +112,32 @@ class ModelRouter:
             try:
                 chat = await self._once(handle, request, alias, self._keys.get(request.model, ""))
             except _Final as final:
-                return self._failed(handle, request.model, final.kind, final.reason, attempts=attempts)
+                return self._failed(
+                    handle,
+                    request.model,
+                    final.kind,
+                    final.reason,
+                    attempts=attempts,
+                    alias=alias,
+                    started=started,
+                )
             except _Transient as transient:
                 reason = transient.reason
                 if attempt < alias.max_retries:
                     await asyncio.sleep(self._backoff(attempt, transient.retry_after_s))
                 continue
+            tokens = chat.usage
             return ModelAnswer(
                 resolution=Resolution(handle, "model", chat=chat, source=request.model),
                 alias=request.model,
                 provider=alias.provider,
-                cost_usd=alias.cost_usd(chat.usage.input_tokens, chat.usage.output_tokens),
+                model=alias.model,
+                usage=Spend(
+                    1,
+                    tokens.input_tokens,
+                    tokens.output_tokens,
+                    alias.cost_usd(tokens.input_tokens, tokens.output_tokens),
+                ),
                 latency_ms=(time.monotonic() - started) * 1000,
                 attempts=attempts,
             )
@@ -122,11 +147,13 @@ class ModelRouter:
             "unavailable",
             f"gave up after {attempts} attempts: {reason}",
             attempts=attempts,
+            alias=alias,
+            started=started,
         )
 
     async def _once(self, handle: str, request: ChatRequest, alias: ModelAlias, key: str) -> ChatResponse:
         if alias.provider == "local":
-            raise _Final("unavailable", "the local model is not available on this host")
+            return await self._call_local(request, alias)
         if alias.api_key_env and not key:
             raise _Transient(f"this host has no key for {request.model!r} ({alias.api_key_env} is not set)")
         headers = {"Idempotency-Key": handle}
@@ -170,6 +197,20 @@ class ModelRouter:
             raise _Transient(f"{alias.provider} sent an answer dagr cannot read: {exc}") from None
         return _redacted(chat, key)
 
+    async def _call_local(self, request: ChatRequest, alias: ModelAlias) -> ChatResponse:
+        slots = self._slots.setdefault(f"local:{alias.model}", asyncio.Semaphore(alias.concurrency))
+        try:
+            async with slots:
+                return await asyncio.wait_for(
+                    self._local.chat(request, model=alias.model, max_output_tokens=alias.max_output_tokens),
+                    timeout=alias.timeout_s,
+                )
+        except LocalModelError as exc:
+            raise _Final(exc.kind, exc.reason) from None
+        except TimeoutError:
+            # The thread finishes its call in the background; the next waits for its lock.
+            raise _Transient(f"the local model did not answer within {alias.timeout_s} s") from None
+
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         if retry_after_s is not None:
             return min(retry_after_s, _MAX_BACKOFF_S)
@@ -182,10 +223,22 @@ class ModelRouter:
         return text.replace(key, "[key]") if key else text
 
     @staticmethod
-    def _failed(handle: str, alias: str, kind: str, reason: str, *, attempts: int = 0) -> ModelAnswer:
+    def _failed(
+        handle: str,
+        name: str,
+        kind: str,
+        reason: str,
+        *,
+        attempts: int = 0,
+        alias: ModelAlias | None = None,
+        started: float | None = None,
+    ) -> ModelAnswer:
         return ModelAnswer(
-            resolution=Resolution(handle, "model", error=reason, error_kind=kind, source=alias),
-            alias=alias,
+            resolution=Resolution(handle, "model", error=reason, error_kind=kind, source=name),
+            alias=name,
+            provider=alias.provider if alias else "",
+            model=alias.model if alias else "",
+            latency_ms=(time.monotonic() - started) * 1000 if started is not None else 0.0,
             attempts=attempts,
         )
 

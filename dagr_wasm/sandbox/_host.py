@@ -612,6 +612,9 @@ def _model_chat(rec: Recorder, request: Any) -> Any:
         return rec.refuse("denied", f"model alias {alias[:64]!r} is not granted: grants.models")
     if rec.model_calls >= rec.limits.max_model_calls:
         return rec.refuse("quota-exceeded", f"more than max_model_calls={rec.limits.max_model_calls}")
+    budget = rec.invocation.model_budget
+    if budget is not None and (spent := budget.refusal(queued_calls=rec.model_calls)) is not None:
+        return rec.refuse("quota-exceeded", spent)
     try:
         chat = _chat_request(request)
     except _BadRequest as bad:

@@ -54,6 +54,7 @@ PUBLIC = {
         "subject_matches",
     ],
     "dagr_wasm.mesh": [
+        "Account",
         "AccountQuota",
         "ConnectOptions",
         "Credentials",
@@ -72,6 +73,7 @@ PUBLIC = {
         "Layout",
         "Lineage",
         "Mesh",
+        "ModelCallRecord",
         "Registry",
         "Role",
         "ServerConfig",
