@@ -1,11 +1,11 @@
 # Recipes for dagr-wasm. `just --list` shows them. They assume the dev install:
-#   python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'
+#   python -m venv .venv && . .venv/bin/activate && pip install -r requirements-dev.txt
 
 python := env_var_or_default("PYTHON", "python")
 
 # Install dagr-wasm with the dev tools into the active environment.
 setup:
-    {{python}} -m pip install -e '.[dev]'
+    {{python}} -m pip install -r requirements-dev.txt
 
 # Build every agent in agents/ (cached by source hash; about 15 s each when cold).
 agents:
