@@ -348,8 +348,10 @@ def test_public_names_are_pinned() -> None:
         "Resumed",
         "Signals",
         "State",
+        "ToolAgent",
         "ToolCall",
         "Unavailable",
         "handler",
+        "tool_definition",
     ]
     assert _cbor.__all__ == ["MAX_DEPTH", "dumps", "loads"]

@@ -24,6 +24,7 @@ from ._await import Handle, Http, HttpResponse, Result, Resumed, Signals
 from ._context import Context, Log, Reply, State
 from ._errors import Conflict, Denied, Fail, HostError, Invalid, NotFound, QuotaExceeded, Unavailable
 from ._model import ChatResponse, Model, ToolCall
+from ._tools import ToolAgent, tool_definition
 
 __all__ = [
     "Agent",
@@ -46,7 +47,9 @@ __all__ = [
     "Resumed",
     "Signals",
     "State",
+    "ToolAgent",
     "ToolCall",
     "Unavailable",
     "handler",
+    "tool_definition",
 ]
