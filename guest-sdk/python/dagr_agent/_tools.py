@@ -13,7 +13,9 @@ Nothing is alive while the model thinks or a tool's answer is pending::
 The transcript and the loop's counters live in instance state (``loop.messages``, ``loop``), so a
 host may die between any two turns and another one carries on. A tool's failure is a tool message
 the model can correct (an unknown name, arguments that are not JSON or do not fit, a tool that
-raised); only a failed model call ends the loop early, with ``stopped`` saying why.
+raised); only a failed model call ends the loop early, with ``stopped`` saying why. A model turn
+that does not answer within ``turn_timeout_s`` is awaited once more (the same call: asking again
+would pay twice), then the loop stops with ``stopped="timeout"``.
 
 Tool schemas are generated from type hints and docstrings when the subclass is defined: that is
 when componentize-py builds the component, so the run time does no introspection at all.
@@ -28,7 +30,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn
 
@@ -748,8 +750,9 @@ def _toolbox(cls: type[ToolAgent]) -> dict[str, Tool]:
         tool = _tool(_BUILTIN[name], name=name)
         param, values = enums.get(name, ("", ()))
         if values:
-            properties = tool.parameters["properties"]
+            properties = {**tool.parameters["properties"]}
             properties[param] = {**properties[param], "enum": list(values)}
+            tool = replace(tool, parameters={**tool.parameters, "properties": properties})
         box[name] = tool
     for fn in cls.tools:
         tool = _tool(fn)
