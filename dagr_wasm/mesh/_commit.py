@@ -345,7 +345,7 @@ def _add_call(outbox: Outbox, ctx: CommitContext, effect: HttpCall | ModelCall) 
         http_request=effect.request if isinstance(effect, HttpCall) else None,
         chat_request=effect.request if isinstance(effect, ModelCall) else None,
     )
-    outbox.add(task.task_id, task_subject(task.specialist), encode_task(call), Dagr_Task="1")
+    outbox.add(task.task_id, task_subject(task.specialist), encode_task(call), Dagr_Task="1", Dagr_Call="1")
 
 
 def _add_signal(outbox: Outbox, ctx: CommitContext, effect: SignalSend, index: int) -> None:

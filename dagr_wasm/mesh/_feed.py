@@ -10,6 +10,11 @@ Slots, per host:
   hostile specialists at half the slots each fill every slot (measured: a benign echo's p99 went
   from 67 ms to 1.1 s beside them).
 
+Outbound calls (a model's answer or an HTTP response to fetch: tasks a host marked ``Dagr-Call``)
+run no agent code and spend their time waiting on a remote: they take *call slots* instead, many
+more of them (``call_concurrency``, a specialist at most half), so a thousand agents' model calls
+can be in flight while the wasm slots serve other invocations.
+
 A pull never holds slots while it waits for messages: it waits until its specialist may take one,
 then fetches at most that many. A fetched task that finds its slots gone meanwhile waits, kept
 alive by the heartbeat, so it is not redelivered to another host while it waits.
@@ -28,9 +33,10 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
-from ._layout import consumer_name, tasks_stream
+from ._layout import consumer_name, tasks_stream, trusted_subject
+from ._tasks import CALL_HEADER
 
-__all__ = ["FeedConfig", "TaskFeed", "quietly"]
+__all__ = ["FeedConfig", "TaskFeed", "is_call", "quietly"]
 
 _log = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ class FeedConfig:
     specialist_cap: int
     fetch_batch: int
     heartbeat_s: float
+    #: Outbound calls in flight at most (model and HTTP tasks), and for one specialist.
+    call_concurrency: int = 1024
+    specialist_call_cap: int = 512
 
     @property
     def reserve(self) -> int:
@@ -57,6 +66,14 @@ class _Inflight:
     msg: Msg
     started: float
     told: bool = False
+    #: An outbound call, in a call slot rather than a wasm slot.
+    call: bool = False
+
+
+def is_call(msg: Msg) -> bool:
+    """Whether ``msg`` is an outbound call a host queued: marked so on a subject only hosts and
+    admins may publish to (a mark on a topic, where anyone may publish, is ignored)."""
+    return trusted_subject(msg.subject) and bool((msg.headers or {}).get(CALL_HEADER))
 
 
 class TaskFeed:
@@ -71,8 +88,10 @@ class TaskFeed:
         self._handle_task = handle
         self._long_running = long_running
         self._slots = asyncio.Semaphore(config.concurrency)
-        #: Per specialist: the slots it may still take.
+        self._call_slots = asyncio.Semaphore(config.call_concurrency)
+        #: Per specialist: the slots it may still take, and the call slots.
         self._specialist_slots: dict[str, asyncio.Semaphore] = {}
+        self._specialist_call_slots: dict[str, asyncio.Semaphore] = {}
         #: Notified whenever a slot is given back: pulls waiting to fetch look again.
         self._slot_freed = asyncio.Condition()
         #: Fetched tasks waiting for a slot, and tasks in flight, by id(msg) (messages are not hashable).
@@ -83,7 +102,8 @@ class TaskFeed:
 
     @property
     def active(self) -> int:
-        return len(self._inflight)
+        """Tasks holding a wasm slot (running agents, or waiting to commit)."""
+        return sum(1 for inflight in self._inflight.values() if not inflight.call)
 
     async def pull(
         self, name: str, *, stopping: asyncio.Event, spawn: Callable[[Coroutine[Any, Any, None]], Any]
@@ -100,6 +120,9 @@ class TaskFeed:
                 _log.warning("cannot pull tasks for %s yet (%r); again in 1 s", name, exc)
                 await asyncio.sleep(1.0)
         mine = self._specialist_slots.setdefault(name, asyncio.Semaphore(self.config.specialist_cap))
+        my_calls = self._specialist_call_slots.setdefault(
+            name, asyncio.Semaphore(self.config.specialist_call_cap)
+        )
         while not stopping.is_set():
             async with self._slot_freed:
                 await self._slot_freed.wait_for(lambda: self._fetchable(mine) > 0)
@@ -115,12 +138,14 @@ class TaskFeed:
             for message in messages:
                 self._waiting[id(message)] = message
             for index, message in enumerate(messages):
+                call = is_call(message)
+                slots = (my_calls, self._call_slots) if call else (mine, self._slots)
                 try:
-                    await mine.acquire()
+                    await slots[0].acquire()
                     try:
-                        await self._slots.acquire()
+                        await slots[1].acquire()
                     except BaseException:
-                        mine.release()
+                        slots[0].release()
                         raise
                 except asyncio.CancelledError:
                     for waiting in messages[index:]:  # stopping: hand them back at once
@@ -128,18 +153,22 @@ class TaskFeed:
                         await quietly(waiting.nak())
                     raise
                 self._waiting.pop(id(message), None)
-                spawn(self._handle(name, message, mine))
+                spawn(self._handle(name, message, slots, call=call))
         await subscription.unsubscribe()
 
     def _fetchable(self, mine: asyncio.Semaphore) -> int:
-        """How many tasks a specialist (with slots ``mine``) may fetch now."""
-        free = min(self.config.concurrency - self.active - len(self._waiting), _free_slots(mine))
+        """How many tasks a specialist (with slots ``mine``) may fetch now. Counted in wasm slots:
+        a fetched call that waits for a call slot keeps only itself waiting."""
+        waiting = sum(1 for msg in self._waiting.values() if not is_call(msg))
+        free = min(self.config.concurrency - self.active - waiting, _free_slots(mine))
         busy = _free_slots(mine) < self.config.specialist_cap
         return free - self.config.reserve if busy else free
 
-    async def _handle(self, name: str, msg: Msg, mine: asyncio.Semaphore) -> None:
+    async def _handle(
+        self, name: str, msg: Msg, slots: tuple[asyncio.Semaphore, asyncio.Semaphore], *, call: bool
+    ) -> None:
         self._idle.clear()
-        self._inflight[id(msg)] = _Inflight(msg=msg, started=time.monotonic())
+        self._inflight[id(msg)] = _Inflight(msg=msg, started=time.monotonic(), call=call)
         try:
             await self._handle_task(name, msg)
         except asyncio.CancelledError:
@@ -154,8 +183,8 @@ class TaskFeed:
             self._inflight.pop(id(msg), None)
             if not self._inflight:
                 self._idle.set()
-            self._slots.release()
-            mine.release()
+            for semaphore in slots:
+                semaphore.release()
             async with self._slot_freed:
                 self._slot_freed.notify_all()
 

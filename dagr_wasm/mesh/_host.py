@@ -75,7 +75,7 @@ from ._commit import (
     iso_at,
 )
 from ._decide import EventDecision, JournalHead, await_satisfied, decide_error, decide_event
-from ._feed import FeedConfig, TaskFeed, quietly
+from ._feed import FeedConfig, TaskFeed, is_call, quietly
 from ._layout import (
     INSTANCES_STREAM,
     MARKER_TTL_S,
@@ -155,6 +155,10 @@ class HostConfig:
     #: Tasks of one specialist in flight at most (default: half the slots, at least one), so that
     #: one specialist's agents, hostile or just busy, cannot take every slot from the others.
     specialist_concurrency: int | None = None
+    #: Outbound calls (model and HTTP tasks) in flight at most: they wait on a remote, run no
+    #: agent code and hold no wasm slot; one specialist may hold half. Each provider is further
+    #: bounded by its alias's ``concurrency``.
+    call_concurrency: int = 1024
     #: A worker running one invocation longer than this drops to the lowest CPU priority, so that
     #: short invocations beside long or hostile ones keep their latency.
     demote_after_s: float = 0.05
@@ -217,6 +221,8 @@ class Host:
                 specialist_cap=config.specialist_concurrency or max(1, config.concurrency // 2),
                 fetch_batch=config.fetch_batch,
                 heartbeat_s=config.layout.ack_wait_s / 3,
+                call_concurrency=config.call_concurrency,
+                specialist_call_cap=max(1, config.call_concurrency // 2),
             ),
             handle=self._process,
             long_running=self._record_running,
@@ -424,6 +430,11 @@ class Host:
             # `dagr cancel`: its queued tasks are dropped, not run.
             self.stats.dropped += 1
             await msg.ack()
+            return
+        if is_call(msg) and task.kind not in ("http", "model"):
+            # Only hosts and admins write call marks; a task that runs agent code must not get
+            # past the wasm slots with one.
+            await self._dead_letter_raw(name, msg, f"a {task.kind} task marked as an outbound call")
             return
         if task.kind in ("poke", "signal", "http", "model"):
             await self._resolve(task, spec)
