@@ -118,7 +118,8 @@ def register_specialist_command(
 ) -> None:
     """Register (or update) a specialist: name, description, topic, config text, and optionally its module.
 
-    Grants and limits come from the agent directory's dagr.toml when there is one. Without --module,
+    Grants, limits and config text come from the agent directory's dagr.toml when there is one
+    (--config replaces the config text). Without --module,
     a specialist that already has a module keeps it, and ./agents/NAME is built and used if it exists.
 
     Example: dagr register specialist --name stock-analyst --description "Analyzes stock market data"
@@ -128,7 +129,13 @@ def register_specialist_command(
     base: dict[str, Any] = {}
     if (agent_dir / MANIFEST_FILE).is_file():
         found = load_manifest(agent_dir / MANIFEST_FILE)
-        base = {"grants": found.grants, "limits": found.limits, "description": found.description}
+        # The directory's config file too (a system prompt, say), unless --config gives another.
+        base = {
+            "grants": found.grants,
+            "limits": found.limits,
+            "description": found.description,
+            "config_text": found.config_text,
+        }
     if config is not None:
         try:
             base["config_text"] = config.read_text(encoding="utf-8")
