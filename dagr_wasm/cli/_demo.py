@@ -5,6 +5,9 @@ It starts the embedded nats-server (or uses the one ``dagr up`` runs), builds an
 and shows the spawn tree live until the orchestrator publishes its report to
 ``agents.main.results``; then the report. The data stays, so ``dagr up`` followed by ``dagr status``
 and ``dagr logs`` can explore what happened.
+
+``dagr demo --assistant`` runs the model-driven main agent instead (``agents/assistant``) on the
+host's default models: the local SmolLM2 (``dagr-wasm[local-model]``), no internet, no account.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from ._render import err_console, inert, print_json, record_json, stdout_console
 __all__ = ["demo_command"]
 
 AGENTS = ("stock-analyst", "orchestrator")
+ASSISTANT_AGENTS = ("stock-analyst", "assistant")
 REPORT_SUBJECT = "agents.main.results"
+ASSISTANT_CONTEXT = "Check GME sentiment on Reddit"
 
 
 def demo_command(
@@ -53,13 +58,25 @@ def demo_command(
     json_out: Annotated[
         bool, typer.Option("--json", help="No live view; print one JSON document at the end.")
     ] = False,
+    assistant: Annotated[
+        bool,
+        typer.Option(
+            "--assistant",
+            help="Run the model-driven main agent (agents/assistant) on the local model instead: "
+            "the model decides whom to spawn, then reports.",
+        ),
+    ] = False,
+    context: Annotated[
+        str, typer.Option("--context", help="With --assistant: what to ask it.")
+    ] = ASSISTANT_CONTEXT,
 ) -> None:
-    """Run the demo: an orchestrator fans out to stock analysts, sleeps, wakes, aggregates, reports.
+    """Run the demo: an orchestrator fans out to stock analysts, awaits them, aggregates, reports.
 
-    Example: dagr demo
+    Example: dagr demo (or: dagr demo --assistant, the same on a local language model)
     """
+    agents = ASSISTANT_AGENTS if assistant else AGENTS
     agents_dir = source_root() / "agents"
-    missing = [name for name in AGENTS if not (agents_dir / name / "app.py").is_file()]
+    missing = [name for name in agents if not (agents_dir / name / "app.py").is_file()]
     if missing:
         raise RuntimeFailure(
             f"the demo agents are not in {agents_dir} ({', '.join(missing)}); run from a checkout"
@@ -82,8 +99,11 @@ def demo_command(
         admin, host = Connection(url).options(), Connection(url).options(for_host=True)
         _say(json_out, f"[green]using the running nats-server[/green] {url}")
     try:
-        wasm = _build_and_check(agents_dir, quiet=json_out)
-        outcome = asyncio.run(_run(admin, host, wasm, tickers=tickers, timeout_s=timeout, json_out=json_out))
+        wasm = _build_and_check(agents_dir, agents, quiet=json_out)
+        root, start = ("assistant", context) if assistant else ("orchestrator", tickers)
+        outcome = asyncio.run(
+            _run(admin, host, wasm, root=root, context=start, timeout_s=timeout, json_out=json_out)
+        )
     finally:
         if server is not None:
             server.stop()
@@ -91,7 +111,10 @@ def demo_command(
         print_json(outcome)
         return
     stdout_console.print()
-    _show_report(outcome["report"])
+    if assistant:
+        _show_assistant_report(outcome["report"])
+    else:
+        _show_report(outcome["report"])
     stdout_console.print(
         f"\n[dim]instance {outcome['instance']}. Explore: `dagr up` (same data), then "
         f"`dagr status {outcome['instance']}` and `dagr logs {outcome['instance']}`.[/dim]"
@@ -119,14 +142,14 @@ def _running_default(port: int) -> str | None:
     return f"nats://127.0.0.1:{port}" if asyncio.run(probe()) else None
 
 
-def _build_and_check(agents_dir: Path, *, quiet: bool) -> dict[str, Deployable]:
+def _build_and_check(agents_dir: Path, agents: tuple[str, ...], *, quiet: bool) -> dict[str, Deployable]:
     """Build each agent (cached by source hash) and compile it once (cached on disk)."""
     built: dict[str, Deployable] = {}
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=err_console, disable=quiet, transient=False,
     ) as progress:  # fmt: skip
-        for name in AGENTS:
+        for name in agents:
             task = progress.add_task(f"building {name} (componentize-py, ~15 s the first time)", total=None)
             ready = prepare(agents_dir / name)  # built, then compiled (~10 s the first time)
             progress.update(
@@ -141,20 +164,23 @@ async def _run(
     host_options: ConnectOptions,
     wasm: dict[str, Deployable],
     *,
-    tickers: str,
+    root: str,
+    context: str,
     timeout_s: float,
     json_out: bool,
 ) -> dict[str, Any]:
     async with await Mesh.connect(admin) as mesh, await Mesh.connect(host_options) as host_mesh:
         await mesh.ensure_layout()
-        for name in AGENTS:
+        for name in wasm:
             version = await mesh.deploy(wasm[name].manifest, wasm[name].wasm)
             _say(json_out, f"[green]deployed[/green] {name} version {version.version}")
         reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # The assistant's reports have an answer, the orchestrator's rows: others are not this demo's.
+        mark = "answer" if root == "assistant" else "rows"
 
         async def on_report(msg: Any) -> None:
             report = decode_map(msg.data)
-            if report is not None:  # anything else on the subject is not a report
+            if report is not None and mark in report:  # anything else on the subject is not a report
                 await reports.put(report)
 
         subscription = await mesh.nc.subscribe(REPORT_SUBJECT, cb=on_report)
@@ -163,15 +189,15 @@ async def _run(
             async with asyncio.TaskGroup() as group:
                 host = group.create_task(serve_host(host_mesh, concurrency=8, stop=stop, quiet=True))
                 try:
-                    root = await mesh.spawn("orchestrator", tickers)
-                    report = await _watch(mesh, root, reports, timeout_s=timeout_s, live=not json_out)
-                    tree = await mesh.tree(root)
+                    instance = await mesh.spawn(root, context)
+                    report = await _watch(mesh, instance, reports, timeout_s=timeout_s, live=not json_out)
+                    tree = await mesh.tree(instance)
                 finally:
                     stop.set()
                 await host
         finally:
             await subscription.unsubscribe()
-        return {"instance": root, "report": report, "tree": record_json(tree)}
+        return {"instance": instance, "report": report, "tree": record_json(tree)}
 
 
 async def _watch(
@@ -191,7 +217,7 @@ async def _watch(
             if report is not None and (ended or time.monotonic() > settle_until):
                 return report  # the final tree is on screen
             if record is not None and ended and record.state is not InstanceState.FINISHED:
-                raise RuntimeFailure(f"the orchestrator ended {record.state}: {record.error}")
+                raise RuntimeFailure(f"the {record.specialist} ended {record.state}: {record.error}")
             if time.monotonic() > deadline:
                 raise RuntimeFailure(f"no report within {timeout_s:.0f} s; see `dagr logs {root}`")
             if report is None:
@@ -229,3 +255,31 @@ def _show_report(report: dict[str, Any]) -> None:
         stdout_console.print(inert(f"{failure.get('ticker')}: {failure.get('error')}", "red"))
     if report.get("summary"):
         stdout_console.print(inert(report["summary"]))
+
+
+def _show_assistant_report(report: dict[str, Any]) -> None:
+    """What the model-driven assistant reported: whom it asked, what they found, what it wrote."""
+    table = Table(title=f"the assistant's analysts (report on {REPORT_SUBJECT})")
+    for title in ("task it gave", "ticker", "signal", "30-day %", "Reddit mood"):
+        table.add_column(title)
+    for spawned in report.get("spawned") or []:
+        found = spawned.get("result") if isinstance(spawned.get("result"), dict) else {}
+        table.add_row(
+            inert(spawned.get("task", "")),
+            inert(found.get("ticker", "")),
+            inert(found.get("signal", spawned.get("error", ""))),
+            inert(found.get("return_30d_pct", "")),
+            inert(found.get("mood", "")),
+        )
+    stdout_console.print(table)
+    usage = report.get("usage") or [0, 0]
+    stdout_console.print(
+        inert(
+            f"stopped: {report.get('stopped')} after {report.get('turns')} model turns "
+            f"({usage[0]:,} input / {usage[1]:,} output tokens)"
+            + (f": {report['reason']}" if report.get("reason") else ""),
+            "dim",
+        )
+    )
+    stdout_console.print(Text("answer:", style="bold"))
+    stdout_console.print(inert(str(report.get("answer") or "")))

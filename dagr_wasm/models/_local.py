@@ -20,8 +20,10 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ _PACKAGED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Context window (prompt and answer together). SmolLM2 was trained for 8,192; 4,096 keeps the
 #: host's memory for the KV cache near 100 MB.
 LOCAL_CONTEXT_TOKENS = 4096
+_REPEAT_PENALTY = 1.3
 _INSTALL_HINT = "install it with: pip install 'dagr-wasm[local-model]'"
 
 
@@ -66,6 +69,8 @@ class LocalModels:
             "messages": _messages(request),
             "max_tokens": request.max_output_tokens or max_output_tokens,
             "stop": list(request.stop) or None,
+            # A 135M model loops on its own words without it (seen: one sentence forty times).
+            "repeat_penalty": _REPEAT_PENALTY,
         }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
@@ -136,7 +141,7 @@ def _messages(request: ChatRequest) -> list[dict[str, str]]:
     constrained to, and tool results come back as user messages naming the call."""
     names = {c.id: c.name for m in request.messages for c in m.tool_calls}
     system = "\n\n".join(m.text for m in request.messages if m.role == "system")
-    if request.tools and request.tool_choice != "none":
+    if request.tools:
         system = f"{system}\n\n{_tool_instructions(request.tools, request.tool_choice)}".strip()
     out = [{"role": "system", "content": system}] if system else []
     for message in request.messages:
@@ -164,6 +169,8 @@ def _assistant_text(message: ChatMessage) -> str:
 
 
 def _tool_instructions(tools: Sequence[ToolDefinition], tool_choice: str) -> str:
+    if tool_choice == "none":
+        return 'Now answer the user. Reply with JSON: {"answer": <text>}.'
     lines = ["You can use these tools:"]
     for tool in tools:
         lines.append(f"- {tool.name}: {tool.description} Arguments: {tool.parameters_json}")
@@ -175,11 +182,19 @@ def _tool_instructions(tools: Sequence[ToolDefinition], tool_choice: str) -> str
     return "\n".join(lines)
 
 
+_ANSWER = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
 def _answer_schema(tools: Sequence[ToolDefinition], tool_choice: str) -> dict[str, Any] | None:
     """What the model may write: a call of one of the offered tools, or (when allowed) an answer.
-    None: free text (no tools, or ``tool_choice`` none)."""
-    if not tools or tool_choice == "none":
+    None: free text (no tools on offer).
+
+    With tools on offer but ``tool_choice`` none, still an answer in JSON: a small model that sees
+    its earlier turns written as JSON calls would otherwise write one more as its "answer"."""
+    if not tools:
         return None
+    if tool_choice == "none":
+        return _ANSWER
     offered = [t for t in tools if tool_choice in ("auto", "required") or t.name == tool_choice]
     variants: list[dict[str, Any]] = [
         {
@@ -190,9 +205,7 @@ def _answer_schema(tools: Sequence[ToolDefinition], tool_choice: str) -> dict[st
         for t in offered
     ]
     if tool_choice == "auto":
-        variants.append(
-            {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-        )
+        variants.append(_ANSWER)
     return variants[0] if len(variants) == 1 else {"oneOf": variants}
 
 
@@ -207,7 +220,7 @@ def _tool_answer(response: ChatResponse, request: ChatRequest) -> ChatResponse:
     try:
         doc = json.loads(response.text)
     except ValueError:
-        return response
+        return _cut_answer(response)
     if isinstance(doc, dict) and isinstance(doc.get("tool"), str):
         arguments = doc.get("arguments") if isinstance(doc.get("arguments"), dict) else {}
         # Deterministic ids: the same conversation names its calls the same way.
@@ -228,4 +241,23 @@ def _tool_answer(response: ChatResponse, request: ChatRequest) -> ChatResponse:
             usage=response.usage,
             model=response.model,
         )
+    return response
+
+
+_ANSWER_OPENING = re.compile(r'\s*\{\s*"answer"\s*:\s*"')
+
+
+def _cut_answer(response: ChatResponse) -> ChatResponse:
+    """An answer cut off at max_output_tokens (``{"answer": "...`` with no end): its text so far,
+    unescaped, rather than JSON the agent would have to pick apart."""
+    opening = _ANSWER_OPENING.match(response.text)
+    if opening is None:
+        return response
+    body = response.text[opening.end() :]
+    for end in range(len(body), max(len(body) - 8, -1), -1):  # drop a half-written escape
+        try:
+            text = json.loads(f'"{body[:end]}"')
+        except ValueError:
+            continue
+        return replace(response, text=str(text))
     return response
