@@ -25,8 +25,9 @@ from ._secrets import AllowPrivateFlag, ModelsFlag, SecretsFlag, http_policy
 
 __all__ = ["build_command", "run_command"]
 
-#: Invocations one `dagr run` makes at most (a start, then a resume per await).
-MAX_ROUNDS = 16
+#: Invocations one `dagr run` makes at most (a start, then a resume per await): room for a
+#: ToolAgent's whole loop (two invocations a model turn when tools are awaited, 8 turns by default).
+MAX_ROUNDS = 32
 
 
 class EventKind(enum.StrEnum):
