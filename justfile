@@ -41,5 +41,9 @@ bench-mesh *ARGS:
 bench-fairness *ARGS:
     {{python}} benchmarks/bench_fairness.py {{ARGS}}
 
+# The local model's speed (load, prompt and generation tokens/s, a tool call's turn).
+bench-local-model *ARGS:
+    {{python}} benchmarks/bench_local_model.py {{ARGS}}
+
 # All benchmarks.
-bench: bench-sandbox bench-mesh bench-fairness
+bench: bench-sandbox bench-mesh bench-fairness bench-local-model
