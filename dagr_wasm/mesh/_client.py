@@ -424,37 +424,38 @@ class Mesh:
     async def logs(self, instance: str, *, limit: int = 1000) -> list[JournalRecord]:
         """The instance's invocation records (state, log lines, result, costs), oldest first."""
         records: list[JournalRecord] = []
-        seq = 0
-        while len(records) < limit:
-            try:
-                msg = await self.js.get_msg(
-                    INSTANCES_STREAM, seq=seq + 1, subject=record_subject(instance), next=True, direct=True
-                )
-            except NotFoundError:
-                break
-            seq = int(msg.seq or 0)
-            record = _decoded(msg.data)
+        async for data in self._stored(record_subject(instance)):
+            record = _decoded(data)
             if record is not None and record.invocation is not None:  # not a queued/running mark
                 records.append(record)
+                if len(records) >= limit:
+                    break
         return records
+
+    async def _stored(self, subject: str) -> AsyncIterator[bytes]:
+        """Every message the instances stream holds on ``subject``, oldest first."""
+        seq = 0
+        while True:
+            try:
+                msg = await self.js.get_msg(
+                    INSTANCES_STREAM, seq=seq + 1, subject=subject, next=True, direct=True
+                )
+            except NotFoundError:
+                return
+            seq = int(msg.seq or 0)
+            yield msg.data or b""
 
     @nats_seam
     async def model_calls(self, instance: str, *, limit: int = 1000) -> list[ModelCallRecord]:
         """The instance's model calls (alias, model, tokens, cost, latency, finish reason), oldest first."""
         calls: list[ModelCallRecord] = []
-        seq = 0
-        while len(calls) < limit:
+        async for data in self._stored(calls_subject(instance)):
             try:
-                msg = await self.js.get_msg(
-                    INSTANCES_STREAM, seq=seq + 1, subject=calls_subject(instance), next=True, direct=True
-                )
-            except NotFoundError:
-                break
-            seq = int(msg.seq or 0)
-            try:
-                calls.append(ModelCallRecord.decode(msg.data))
+                calls.append(ModelCallRecord.decode(data))
             except RecordError:
                 continue  # not one a host wrote: leave it out rather than hide the others
+            if len(calls) >= limit:
+                break
         return calls
 
     @nats_seam

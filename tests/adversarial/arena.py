@@ -207,6 +207,15 @@ async def assert_contained(
     await arena.benign_still_served()
 
 
+@pytest.fixture
+async def fresh_admin(fresh_nats_server: EmbeddedServer) -> AsyncIterator[Mesh]:
+    """An admin of a server of the test's own, with the layout in place."""
+    mesh = await Mesh.connect(fresh_nats_server.options(Role.ADMIN))
+    await mesh.ensure_layout()
+    yield mesh
+    await mesh.close()
+
+
 @pytest.fixture(scope="session")
 def arena_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     root = tmp_path_factory.mktemp("arena")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_ENV = "DAGR_TEST_ATTACKED_KEY"
-
-
-@pytest.fixture
-async def admin(fresh_nats_server: EmbeddedServer) -> AsyncIterator[Mesh]:
-    mesh = await Mesh.connect(fresh_nats_server.options(Role.ADMIN))
-    await mesh.ensure_layout()
-    yield mesh
-    await mesh.close()
 
 
 async def run_agent(
@@ -66,9 +57,8 @@ async def run_agent(
         await client.close()
 
 
-
 async def test_forking_and_asking_again_never_spends_past_the_roots_budget(
-    admin: Mesh, fresh_nats_server: EmbeddedServer, sandbox: Sandbox, built: dict[str, Path],
+    fresh_admin: Mesh, fresh_nats_server: EmbeddedServer, sandbox: Sandbox, built: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Thirteen copies, each with the manifest's whole budget as its own, each asking eight calls
@@ -79,19 +69,24 @@ async def test_forking_and_asking_again_never_spends_past_the_roots_budget(
             provider="openai", model="m", base_url=provider.base_url, api_key_env=KEY_ENV, concurrency=64
         )
         root, report = await run_agent(
-            admin, fresh_nats_server, sandbox, built, "hostile-spender", ModelsConfig(models={"fast": alias})
+            fresh_admin,
+            fresh_nats_server,
+            sandbox,
+            built,
+            "hostile-spender",
+            ModelsConfig(models={"fast": alias}),
         )
         # The provider, from the outside: six calls were made, no more, however they were asked.
         assert len(provider.requests) == 6
         assert all(r["body"]["max_tokens"] == 10 for r in provider.requests)
     # The state bucket: the root's account holds the whole tree's spending, within its budget,
     # and nothing is held for calls in flight any more.
-    account = await admin.model_account(root)
+    account = await fresh_admin.model_account(root)
     assert (account.tree.calls, account.tree.output_tokens) == (6, 60)
     assert account.held.calls == 0 and account.held.output_tokens == 0
     assert "quota-exceeded" in report["refused"]
     # Every instance of the tree ended: the attack was contained, not just starved.
-    statuses = await admin.statuses()
+    statuses = await fresh_admin.statuses()
     spenders = [s for s in statuses if s.specialist == "hostile-spender"]
     assert len(spenders) == 13 and all(s.state.value == "finished" for s in spenders), [
         s.state for s in spenders
@@ -99,7 +94,7 @@ async def test_forking_and_asking_again_never_spends_past_the_roots_budget(
 
 
 async def test_an_agent_looking_for_the_key_finds_it_nowhere(
-    admin: Mesh, fresh_nats_server: EmbeddedServer, sandbox: Sandbox, built: dict[str, Path],
+    fresh_admin: Mesh, fresh_nats_server: EmbeddedServer, sandbox: Sandbox, built: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     """Its environment, arguments, config, identity, state, the model's answer (a provider that
@@ -109,12 +104,17 @@ async def test_an_agent_looking_for_the_key_finds_it_nowhere(
     with scripted_provider("anthropic", Reply(text=f"Sure: {KEY}", model=f"model-{KEY}")) as provider:
         alias = ModelAlias(provider="anthropic", model="m", base_url=provider.base_url, api_key_env=KEY_ENV)
         _, found = await run_agent(
-            admin, fresh_nats_server, sandbox, built, "hostile-keyfinder", ModelsConfig(models={"fast": alias})
+            fresh_admin,
+            fresh_nats_server,
+            sandbox,
+            built,
+            "hostile-keyfinder",
+            ModelsConfig(models={"fast": alias}),
         )
         (request,) = provider.requests
         assert request["headers"]["x-api-key"] == KEY  # the key did go where it belongs
     assert found["environ"] == {} and found["answers"], found
     assert "[key]" in json.dumps(found["answers"])
     assert KEY not in json.dumps(found)
-    assert await assert_nowhere_stored(admin, KEY) > 0
+    assert await assert_nowhere_stored(fresh_admin, KEY) > 0
     assert KEY not in caplog.text

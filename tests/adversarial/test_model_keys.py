@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cbor2
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_ENV = "DAGR_TEST_LEAKY_KEY"
-
-
-@pytest.fixture
-async def admin(fresh_nats_server: EmbeddedServer) -> AsyncIterator[Mesh]:
-    mesh = await Mesh.connect(fresh_nats_server.options(Role.ADMIN))
-    await mesh.ensure_layout()
-    yield mesh
-    await mesh.close()
 
 
 async def run_thinker(
@@ -62,7 +53,7 @@ async def run_thinker(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 async def test_a_provider_echoing_the_key_gives_the_agent_the_marker_and_stores_it_nowhere(
-    admin: Mesh, fresh_nats_server: EmbeddedServer, sandbox: Sandbox, built: dict[str, Path],
+    fresh_admin: Mesh, fresh_nats_server: EmbeddedServer, sandbox: Sandbox, built: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch, kind: str,
 ) -> None:  # fmt: skip
     monkeypatch.setenv(KEY_ENV, KEY)
@@ -70,17 +61,17 @@ async def test_a_provider_echoing_the_key_gives_the_agent_the_marker_and_stores_
     with scripted_provider(kind, leak) as provider:  # type: ignore[arg-type]
         alias = ModelAlias(provider=provider.kind, model="m", base_url=provider.base_url, api_key_env=KEY_ENV)
         report = await run_thinker(
-            admin, fresh_nats_server, sandbox, built, ModelsConfig(models={"fast": alias})
+            fresh_admin, fresh_nats_server, sandbox, built, ModelsConfig(models={"fast": alias})
         )
         assert provider.requests, "the provider was called"
     assert report["text"] == "my key is [key]"
     assert json.dumps(report["tool_calls"]).count("[key]") == 1
     assert KEY not in json.dumps(report)
-    assert await assert_nowhere_stored(admin, KEY) > 0
+    assert await assert_nowhere_stored(fresh_admin, KEY) > 0
 
 
 async def test_a_refusal_quoting_the_key_reaches_the_agent_without_it(
-    admin: Mesh, fresh_nats_server: EmbeddedServer, sandbox: Sandbox, built: dict[str, Path],
+    fresh_admin: Mesh, fresh_nats_server: EmbeddedServer, sandbox: Sandbox, built: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setenv(KEY_ENV, KEY)
@@ -90,8 +81,8 @@ async def test_a_refusal_quoting_the_key_reaches_the_agent_without_it(
     ) as provider:
         alias = ModelAlias(provider="openai", model="m", base_url=provider.base_url, api_key_env=KEY_ENV)
         report = await run_thinker(
-            admin, fresh_nats_server, sandbox, built, ModelsConfig(models={"fast": alias})
+            fresh_admin, fresh_nats_server, sandbox, built, ModelsConfig(models={"fast": alias})
         )
     assert report["kind"] == "invalid"
     assert KEY not in json.dumps(report)
-    assert await assert_nowhere_stored(admin, KEY) > 0
+    assert await assert_nowhere_stored(fresh_admin, KEY) > 0

@@ -50,6 +50,23 @@ async def deploy_all(
     return deployed
 
 
+def deploying(*names: str) -> Any:
+    """A module-scoped fixture that deploys ``names`` on the session's server (beside the
+    session's own agents): ``thinker = deploying("thinker")`` in a test module."""
+
+    @pytest.fixture(scope="module")
+    async def fixture(
+        nats_server: EmbeddedServer,
+        built: dict[str, Path],
+        sandbox: Sandbox,
+        deployed: dict[str, SpecialistVersion],
+    ) -> None:
+        async with await Mesh.connect(nats_server.options(Role.ADMIN)) as mesh:
+            await deploy_all(mesh, built, sandbox, names)
+
+    return fixture
+
+
 @pytest.fixture(scope="session")
 async def deployed(
     nats_server: EmbeddedServer, built: dict[str, Path], sandbox: Sandbox

@@ -20,15 +20,14 @@ from typing import Any
 
 import cbor2
 import pytest
-from meshkit import HostProcess, RunHost, connection_flags, deploy_all
+from meshkit import HostProcess, RunHost, connection_flags, deploying
 from modelkit import KEY, Reply, ScriptedProvider, scripted_provider
 from test_mesh import result_value
 from test_models import KEY_ENV, models_for
 
 from dagr_wasm.cli import main
-from dagr_wasm.mesh import EmbeddedServer, Mesh, Role, SpecialistVersion
+from dagr_wasm.mesh import EmbeddedServer, Mesh, Role
 from dagr_wasm.mesh._layout import AGENTS_STREAM
-from dagr_wasm.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = (ROOT / "agents" / "assistant" / "config.md").read_text(encoding="utf-8")
@@ -39,15 +38,7 @@ SCRIPT = (
 )
 
 
-@pytest.fixture(scope="module")
-async def assistant(
-    nats_server: EmbeddedServer,
-    built: dict[str, Path],
-    sandbox: Sandbox,
-    deployed: dict[str, SpecialistVersion],
-) -> None:
-    async with await Mesh.connect(nats_server.options()) as mesh:
-        await deploy_all(mesh, built, sandbox, ("assistant", "stock-analyst"))
+assistant = deploying("assistant", "stock-analyst")
 
 
 def tool_results(body: dict[str, Any], kind: str) -> list[str]:

@@ -16,12 +16,12 @@ from typing import Any
 import cbor2
 import pytest
 from httpkit import LocalHttp, local_http
-from meshkit import ROOT, RunHost, deploy_all
+from meshkit import ROOT, RunHost, deploying
 from test_mesh import eventually, messages, result_value
 
 from dagr_wasm.errors import InstanceStateError, NotFoundError, PayloadError
 from dagr_wasm.manifest import Manifest, load_manifest
-from dagr_wasm.mesh import EmbeddedServer, HttpPolicy, Mesh, SpecialistVersion
+from dagr_wasm.mesh import EmbeddedServer, HttpPolicy, Mesh
 from dagr_wasm.mesh._layout import INBOX_STREAM, inbox_subject
 from dagr_wasm.policy import Grants, HttpGrant
 from dagr_wasm.sandbox import Sandbox
@@ -31,15 +31,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 AWAIT_AGENTS = ("gatherer", "approver", "fetcher")
 
 
-@pytest.fixture(scope="module")
-async def awaiting(
-    nats_server: EmbeddedServer,
-    built: dict[str, Path],
-    sandbox: Sandbox,
-    deployed: dict[str, SpecialistVersion],
-) -> None:
-    async with await Mesh.connect(nats_server.options()) as mesh:
-        await deploy_all(mesh, built, sandbox, AWAIT_AGENTS)
+awaiting = deploying(*AWAIT_AGENTS)
 
 
 @pytest.fixture

@@ -9,32 +9,22 @@ instances stream, and what each instance got.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from meshkit import RunHost, deploy_all
+from meshkit import RunHost, deploying
 from modelkit import KEY, Reply, scripted_provider
 from test_mesh import result_value
 from test_models import KEY_ENV, models_for
 
-from dagr_wasm.mesh import EmbeddedServer, Mesh, SpecialistVersion
-from dagr_wasm.sandbox import Sandbox
+from dagr_wasm.mesh import EmbeddedServer, Mesh
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 BUDGET_CALLS = 5  # agents/model-tree/dagr.toml
 
 
-@pytest.fixture(scope="module")
-async def model_tree(
-    nats_server: EmbeddedServer,
-    built: dict[str, Path],
-    sandbox: Sandbox,
-    deployed: dict[str, SpecialistVersion],
-) -> None:
-    async with await Mesh.connect(nats_server.options()) as mesh:
-        await deploy_all(mesh, built, sandbox, ("model-tree",))
+model_tree = deploying("model-tree")
 
 
 def walk(result: dict[str, Any]) -> list[dict[str, Any]]:

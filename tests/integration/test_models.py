@@ -7,32 +7,22 @@ OpenAI's Chat Completions or Anthropic's Messages with scripted answers (tests/m
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from meshkit import RunHost, deploy_all
+from meshkit import RunHost, deploying
 from modelkit import KEY, Reply, ScriptedProvider, scripted_provider
 from test_mesh import result_value
 
-from dagr_wasm.mesh import EmbeddedServer, Mesh, SpecialistVersion
+from dagr_wasm.mesh import EmbeddedServer, Mesh
 from dagr_wasm.models import ModelAlias, ModelsConfig
-from dagr_wasm.sandbox import Sandbox
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 KEY_ENV = "DAGR_TEST_MODEL_KEY"
 
 
-@pytest.fixture(scope="module")
-async def thinker(
-    nats_server: EmbeddedServer,
-    built: dict[str, Path],
-    sandbox: Sandbox,
-    deployed: dict[str, SpecialistVersion],
-) -> None:
-    async with await Mesh.connect(nats_server.options()) as mesh:
-        await deploy_all(mesh, built, sandbox, ("thinker",))
+thinker = deploying("thinker")
 
 
 def models_for(provider: ScriptedProvider, **extra: Any) -> ModelsConfig:
