@@ -17,7 +17,6 @@ from dagr_wasm.chat import ChatMessage, ChatRequest, FinishReason, ToolDefinitio
 from dagr_wasm.models import DEFAULT_LOCAL_MODEL
 from dagr_wasm.models._local import LocalModels
 
-
 SPAWN = ToolDefinition(
     "spawn",
     "Ask a specialist and wait for its answer.",
