@@ -45,5 +45,9 @@ bench-fairness *ARGS:
 bench-local-model *ARGS:
     {{python}} benchmarks/bench_local_model.py {{ARGS}}
 
+# A model turn's runtime overhead beside bare HTTP; agents awaiting a model (about 3 min; --full: 10).
+bench-models *ARGS:
+    {{python}} benchmarks/bench_models.py {{ARGS}}
+
 # All benchmarks.
-bench: bench-sandbox bench-mesh bench-fairness bench-local-model
+bench: bench-sandbox bench-mesh bench-fairness (bench-models "--full") bench-local-model
