@@ -28,7 +28,14 @@ class ModelTree(dagr.Agent):
                 handles.append(ctx.spawn("model-tree", json.dumps({**spec, "levels": levels - 1})))
         ctx.state.put("refused", [refused, reasons])
         if not handles:
-            return {"id": ctx.id, "answered": 0, "refused": refused, "reasons": reasons, "children": []}
+            return {
+                "id": ctx.id,
+                "answered": 0,
+                "refused": refused,
+                "reasons": reasons,
+                "children": [],
+                "timed_out": False,
+            }
         ctx.await_all(handles, timeout_s=float(spec.get("timeout_s", 120)))
 
     def on_resumed(self, ctx: dagr.Context, resumed: dagr.Resumed) -> object:

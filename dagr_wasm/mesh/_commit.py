@@ -58,6 +58,7 @@ from ._layout import (
     AGENTS_SUBJECTS,
     MARKER_TTL_S,
     STATE_BUCKET,
+    call_subject,
     cursor_key,
     dead_subject,
     inbox_subject,
@@ -328,7 +329,8 @@ def _add_suspension(outbox: Outbox, ctx: CommitContext, outcome: Outcome) -> Non
 
 
 def _add_call(outbox: Outbox, ctx: CommitContext, effect: HttpCall | ModelCall) -> None:
-    """The call as a task of the caller's own specialist: any of its hosts makes it, once."""
+    """The call as a task of the caller's own specialist, on its calls' subject (call slots, not
+    wasm slots): any of its hosts makes it, once."""
     task = ctx.task
     call = replace(
         task,
@@ -345,7 +347,7 @@ def _add_call(outbox: Outbox, ctx: CommitContext, effect: HttpCall | ModelCall) 
         http_request=effect.request if isinstance(effect, HttpCall) else None,
         chat_request=effect.request if isinstance(effect, ModelCall) else None,
     )
-    outbox.add(task.task_id, task_subject(task.specialist), encode_task(call), Dagr_Task="1", Dagr_Call="1")
+    outbox.add(task.task_id, call_subject(task.specialist), encode_task(call), Dagr_Task="1")
 
 
 def _add_signal(outbox: Outbox, ctx: CommitContext, effect: SignalSend, index: int) -> None:

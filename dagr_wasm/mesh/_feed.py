@@ -10,10 +10,12 @@ Slots, per host:
   hostile specialists at half the slots each fill every slot (measured: a benign echo's p99 went
   from 67 ms to 1.1 s beside them).
 
-Outbound calls (a model's answer or an HTTP response to fetch: tasks a host marked ``Dagr-Call``)
-run no agent code and spend their time waiting on a remote: they take *call slots* instead, many
-more of them (``call_concurrency``, a specialist at most half), so a thousand agents' model calls
-can be in flight while the wasm slots serve other invocations.
+Outbound calls (a model's answer or an HTTP response to fetch, queued by hosts on
+``dagr.call.<s>``) run no agent code and spend their time waiting on a remote: they come from a
+consumer of their own (``pull_calls``) into *call slots*, many more of them (``call_concurrency``, a
+specialist at most half), so a thousand agents' model calls can be in flight while the wasm slots
+serve other invocations, and calls waiting for a slot wait in the stream, never in front of a
+specialist's starts and wakes.
 
 A pull never holds slots while it waits for messages: it waits until its specialist may take one,
 then fetches at most that many. A fetched task that finds its slots gone meanwhile waits, kept
@@ -33,8 +35,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
-from ._layout import consumer_name, tasks_stream, trusted_subject
-from ._tasks import CALL_HEADER
+from ._layout import call_consumer_name, consumer_name, tasks_stream
 
 __all__ = ["FeedConfig", "TaskFeed", "is_call", "quietly"]
 
@@ -71,9 +72,9 @@ class _Inflight:
 
 
 def is_call(msg: Msg) -> bool:
-    """Whether ``msg`` is an outbound call a host queued: marked so on a subject only hosts and
-    admins may publish to (a mark on a topic, where anyone may publish, is ignored)."""
-    return trusted_subject(msg.subject) and bool((msg.headers or {}).get(CALL_HEADER))
+    """Whether ``msg`` came from the calls' consumer (``dagr.call.<s>``: only hosts and admins
+    may publish there)."""
+    return msg.subject.startswith("dagr.call.")
 
 
 class TaskFeed:
@@ -110,36 +111,59 @@ class TaskFeed:
     ) -> None:
         """Fetch ``name``'s tasks while not ``stopping``; each is handled in a task made by ``spawn``
         (the host's task group, so none is fire-and-forget)."""
-        while True:
-            try:
-                subscription = await self._js.pull_subscribe_bind(
-                    consumer_name(name), stream=tasks_stream(name)
-                )
-                break
-            except Exception as exc:
-                _log.warning("cannot pull tasks for %s yet (%r); again in 1 s", name, exc)
-                await asyncio.sleep(1.0)
         mine = self._specialist_slots.setdefault(name, asyncio.Semaphore(self.config.specialist_cap))
-        my_calls = self._specialist_call_slots.setdefault(
+        await self._pull(
+            name, consumer_name(name), (mine, self._slots), lambda: self._fetchable(mine), stopping, spawn
+        )
+
+    async def pull_calls(
+        self, name: str, *, stopping: asyncio.Event, spawn: Callable[[Coroutine[Any, Any, None]], Any]
+    ) -> None:
+        """Fetch ``name``'s outbound calls while not ``stopping``, as many as call slots are free."""
+        mine = self._specialist_call_slots.setdefault(
             name, asyncio.Semaphore(self.config.specialist_call_cap)
         )
+        await self._pull(
+            name,
+            call_consumer_name(name),
+            (mine, self._call_slots),
+            lambda: min(_free_slots(mine), _free_slots(self._call_slots)),
+            stopping,
+            spawn,
+        )
+
+    async def _pull(
+        self,
+        name: str,
+        consumer: str,
+        slots: tuple[asyncio.Semaphore, asyncio.Semaphore],
+        fetchable: Callable[[], int],
+        stopping: asyncio.Event,
+        spawn: Callable[[Coroutine[Any, Any, None]], Any],
+    ) -> None:
+        while True:
+            try:
+                subscription = await self._js.pull_subscribe_bind(consumer, stream=tasks_stream(name))
+                break
+            except Exception as exc:
+                _log.warning("cannot pull from %s yet (%r); again in 1 s", consumer, exc)
+                await asyncio.sleep(1.0)
+        call = consumer == call_consumer_name(name)
         while not stopping.is_set():
             async with self._slot_freed:
-                await self._slot_freed.wait_for(lambda: self._fetchable(mine) > 0)
-            wanted = min(self.config.fetch_batch, self._fetchable(mine))
+                await self._slot_freed.wait_for(lambda: fetchable() > 0)
+            wanted = min(self.config.fetch_batch, fetchable())
             try:
                 messages = await subscription.fetch(wanted, timeout=1.0)
             except (NatsTimeout, TimeoutError):
                 continue
             except Exception as exc:  # connection trouble: back off, keep the loop alive
-                _log.warning("fetch for %s failed: %r", name, exc)
+                _log.warning("fetch from %s failed: %r", consumer, exc)
                 await asyncio.sleep(0.5)
                 continue
             for message in messages:
                 self._waiting[id(message)] = message
             for index, message in enumerate(messages):
-                call = is_call(message)
-                slots = (my_calls, self._call_slots) if call else (mine, self._slots)
                 try:
                     await slots[0].acquire()
                     try:
@@ -157,8 +181,7 @@ class TaskFeed:
         await subscription.unsubscribe()
 
     def _fetchable(self, mine: asyncio.Semaphore) -> int:
-        """How many tasks a specialist (with slots ``mine``) may fetch now. Counted in wasm slots:
-        a fetched call that waits for a call slot keeps only itself waiting."""
+        """How many tasks a specialist (with slots ``mine``) may fetch now, in wasm slots."""
         waiting = sum(1 for msg in self._waiting.values() if not is_call(msg))
         free = min(self.config.concurrency - self.active - waiting, _free_slots(mine))
         busy = _free_slots(mine) < self.config.specialist_cap

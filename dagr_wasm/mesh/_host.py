@@ -304,6 +304,9 @@ class Host:
             self._group.create_task(
                 self._feed.pull(spec.name, stopping=self._stopping, spawn=self._group.create_task)
             )
+            self._group.create_task(
+                self._feed.pull_calls(spec.name, stopping=self._stopping, spawn=self._group.create_task)
+            )
 
     async def _prepare(self, spec: SpecialistVersion) -> None:
         try:
@@ -432,9 +435,9 @@ class Host:
             await msg.ack()
             return
         if is_call(msg) and task.kind not in ("http", "model"):
-            # Only hosts and admins write call marks; a task that runs agent code must not get
-            # past the wasm slots with one.
-            await self._dead_letter_raw(name, msg, f"a {task.kind} task marked as an outbound call")
+            # Only hosts and admins publish calls; a task that runs agent code must not get past
+            # the wasm slots by coming that way.
+            await self._dead_letter_raw(name, msg, f"a {task.kind} task queued as an outbound call")
             return
         if task.kind in ("poke", "signal", "http", "model"):
             await self._resolve(task, spec)

@@ -9,6 +9,7 @@ Subjects (``<i>`` an instance id, ``<s>`` a specialist, ``<t>`` a task id)::
     agents.specialist.<s>      tasks for a specialist (its topic)   stream DAGR_TASKS_<s>, work queue
     dagr.sched.<s>.<i>         an instance's pending wake           stream DAGR_SCHEDULES (schedules)
     dagr.task.<s>              tasks hosts and admins send          DAGR_TASKS_<s> (only they may publish)
+    dagr.call.<s>              outbound calls hosts queue           DAGR_TASKS_<s>, a consumer of their own
     dagr.wake.<s>.<i>          the wake, when it fires              DAGR_SCHEDULES, sourced by DAGR_TASKS_<s>
     dagr.inbox.<i>             replies from children                stream DAGR_INBOX
     dagr.inst.<i>              the instance's journal: one record   stream DAGR_INSTANCES
@@ -88,9 +89,15 @@ def task_subject(specialist: str) -> str:
     return f"dagr.task.{specialist}"
 
 
+def call_subject(specialist: str) -> str:
+    """Where hosts queue the outbound calls (model, HTTP) of ``specialist``'s instances: a consumer
+    of their own, so calls waiting for call slots never hold up the specialist's other tasks."""
+    return f"dagr.call.{specialist}"
+
+
 def trusted_subject(subject: str) -> bool:
     """Whether a task that came on ``subject`` was written by a host or an admin."""
-    return subject.startswith(("dagr.task.", "dagr.wake."))
+    return subject.startswith(("dagr.task.", "dagr.wake.", "dagr.call."))
 
 
 def sched_subject(specialist: str, instance: str) -> str:
@@ -128,6 +135,10 @@ def dead_subject(specialist: str, task_id: str) -> str:
 
 def consumer_name(specialist: str) -> str:
     return f"dagr-host-{specialist}"
+
+
+def call_consumer_name(specialist: str) -> str:
+    return f"dagr-calls-{specialist}"
 
 
 # KV keys in the state bucket. User keys may contain dots: they stay inside the last segment.
@@ -311,7 +322,7 @@ async def ensure_layout(js: JetStreamContext, layout: Layout, *, update: bool = 
         await _ensure_object_store(js, layout)
     except APIError as exc:
         raise RuntimeFailure(f"could not set up the JetStream layout: {exc}") from exc
-    await _check_version(registry, upgrade=update)
+    await _check_version(js, layout, registry, upgrade=update)
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, layout: Layout, *, history: int) -> Any:
@@ -339,7 +350,7 @@ async def _ensure_object_store(js: JetStreamContext, layout: Layout) -> None:
         )
 
 
-async def _check_version(registry: Any, *, upgrade: bool) -> None:
+async def _check_version(js: JetStreamContext, layout: Layout, registry: Any, *, upgrade: bool) -> None:
     from nats.js.errors import KeyNotFoundError
 
     key = "layout.version"
@@ -359,7 +370,9 @@ async def _check_version(registry: Any, *, upgrade: bool) -> None:
     if stored < LAYOUT_VERSION and upgrade:
         # Layout 2: trusted tasks travel on dagr.task.<s>. Hosts of layout 1 would still send them
         # on the topic, where they are not trusted: from here on they refuse to start.
-        # Layout 3: model call records on dagr.calls.<i> (DAGR_INSTANCES, updated above).
+        # Layout 3: model call records on dagr.calls.<i> (DAGR_INSTANCES, updated above); outbound
+        # calls on dagr.call.<s>, each specialist's stream and consumers updated here.
+        await _ensure_every_specialist(js, layout, registry)
         await registry.put(key, str(LAYOUT_VERSION).encode())
 
 
@@ -375,23 +388,52 @@ async def ensure_specialist(js: JetStreamContext, layout: Layout, specialist: st
             layout,
             name=tasks_stream(specialist),
             description=f"tasks for specialist {specialist}",
-            subjects=[topic(specialist), task_subject(specialist)],
+            subjects=[topic(specialist), task_subject(specialist), call_subject(specialist)],
             retention=RetentionPolicy.WORK_QUEUE,
             sources=[StreamSource(name=SCHEDULES_STREAM, filter_subject=f"dagr.wake.{specialist}.>")],
         ),
     )
-    try:
-        await js.consumer_info(tasks_stream(specialist), consumer_name(specialist))
-    except NotFoundError:
-        await js.add_consumer(
-            tasks_stream(specialist),
-            ConsumerConfig(
-                durable_name=consumer_name(specialist),
+    # Two consumers with disjoint filters (a work queue allows no overlap): the tasks that run
+    # agents, and the outbound calls. A consumer of layout 2 had no filter: it is narrowed (its
+    # other settings kept) before the calls' consumer can exist.
+    stream = tasks_stream(specialist)
+    for name, filters in (
+        (
+            consumer_name(specialist),
+            [topic(specialist), task_subject(specialist), f"dagr.wake.{specialist}.>"],
+        ),
+        (call_consumer_name(specialist), [call_subject(specialist)]),
+    ):
+        try:
+            existing = (await js.consumer_info(stream, name)).config
+        except NotFoundError:
+            existing = None
+        if existing is None:
+            config = ConsumerConfig(
+                durable_name=name,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=layout.ack_wait_s,
                 # Unlimited at the server: the host dead-letters a task itself on its last attempt,
                 # so a host dying during that attempt cannot strand the task (see _host.py).
                 max_deliver=-1,
                 max_ack_pending=10_000,
-            ),
-        )
+                filter_subjects=filters,
+            )
+        elif sorted(existing.filter_subjects or [existing.filter_subject or ">"]) != sorted(filters):
+            config = replace(existing, filter_subject=None, filter_subjects=filters)
+        else:
+            continue
+        await js.add_consumer(stream, config)
+
+
+async def _ensure_every_specialist(js: JetStreamContext, layout: Layout, registry: Any) -> None:
+    """Bring the task stream and consumers of every registered specialist up to this layout."""
+    from nats.js.errors import NoKeysError
+
+    try:
+        keys = await registry.keys()
+    except NoKeysError:
+        return
+    for key in keys:
+        if key.startswith("spec."):
+            await ensure_specialist(js, layout, key.removeprefix("spec."))

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from ._records import JournalRecord, Lineage
 
 __all__ = [
-    "CALL_HEADER",
     "TASK_HEADER",
     "Task",
     "TaskError",
@@ -57,9 +56,6 @@ __all__ = [
 ]
 
 TASK_HEADER = "Dagr-Task"
-#: On an outbound call's task (model, http): hosts run it in a call slot, not a wasm slot
-#: (``_feed.py``); honoured only on subjects hosts and admins publish to.
-CALL_HEADER = "Dagr-Call"
 #: Task and instance ids become parts of subjects and KV keys: a strict alphabet, matched whole.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _FORMAT = 1

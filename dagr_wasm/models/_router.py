@@ -36,6 +36,7 @@ from ._wire import (
 __all__ = ["ModelAnswer", "ModelRouter"]
 
 _MAX_BACKOFF_S = 30.0
+_MAX_CONNECTIONS = 8192
 _MAX_ERROR_TEXT = 300
 
 
@@ -85,7 +86,14 @@ class ModelRouter:
             name: env.get(alias.api_key_env, "") if alias.api_key_env else ""
             for name, alias in config.models.items()
         }
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        # As many connections as the aliases allow calls in flight (each base URL is bounded by its
+        # alias's semaphore): httpx's default pool of 100 would cap them lower, unseen.
+        connections = min(sum(a.concurrency for a in config.models.values()) or 1, _MAX_CONNECTIONS)
+        self._client = httpx.AsyncClient(
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._local = LocalModels()
 

@@ -85,10 +85,11 @@ async def test_rate_limits_and_outages_are_retried_and_surface_only_when_the_cal
     monkeypatch.setenv(KEY_ENV, KEY)
     flaky = (Reply(status=429, retry_after="0"), Reply(status=503), Reply(text="at last"))
     with scripted_provider("openai", *flaky) as provider:
-        await run_host(nats_server, models=models_for(provider), model_backoff_s=0.01)
+        first = await run_host(nats_server, models=models_for(provider), model_backoff_s=0.01)
         assert (await think(mesh, prompt="hi"))["text"] == "at last"
         # Three attempts of one call: the same idempotency key each time.
         assert len(provider.requests) == 3 and len(provider.by_key) == 1
+    await first.stop()  # its provider is gone: the next call must be the next host's
 
     with scripted_provider("openai", Reply(status=503)) as down:
         await run_host(nats_server, models=models_for(down, max_retries=2), model_backoff_s=0.01)
