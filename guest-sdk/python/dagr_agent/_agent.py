@@ -214,7 +214,7 @@ def _dispatch(agent: Agent, ctx: Context, event: Event) -> object:
         return agent.on_message(ctx, event.value.subject, bytes(event.value.payload))
     if isinstance(event, Event_Resumed):
         return agent.on_resumed(ctx, Resumed._from_wit(event.value))
-    raise TypeError(f"unknown event {event!r}; this SDK speaks dagr:agent@0.2.0")
+    raise TypeError(f"unknown event {event!r}; this SDK speaks dagr:agent@0.3.0")
 
 
 def _handle(agent_cls: type[Agent], event: Event) -> bytes:
