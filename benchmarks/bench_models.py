@@ -85,6 +85,7 @@ from dagr_wasm.mesh import (
 )
 from dagr_wasm.mesh._layout import (
     SCHEDULES_STREAM,
+    call_consumer_name,
     consumer_name,
     inbox_subject,
     record_subject,
@@ -614,10 +615,13 @@ class Waiting:
 
 
 async def queued_calls(mesh: Mesh) -> tuple[int, int]:
-    """Tasks of bench-turns (starts and calls): (still in the stream, fetched by the host and not
-    yet acked)."""
-    info = await mesh.js.consumer_info(tasks_stream(AGENT), consumer_name(AGENT))
-    return info.num_pending, info.num_ack_pending
+    """Tasks of bench-turns (starts and wakes, and its calls' own consumer): (still in the stream,
+    fetched by the host and not yet acked)."""
+    pending = unacked = 0
+    for consumer in (consumer_name(AGENT), call_consumer_name(AGENT)):
+        info = await mesh.js.consumer_info(tasks_stream(AGENT), consumer)
+        pending, unacked = pending + info.num_pending, unacked + info.num_ack_pending
+    return pending, unacked
 
 
 async def settled(
@@ -905,7 +909,7 @@ def render(levels: list[Level], waiting: Waiting, settings: Settings, host: dict
         "nats-server RSS",
         "vs before ",
         "requests the provider holds",
-        "tasks in JetStream / fetched by the host",
+        "tasks and calls in JetStream / fetched by the host",
     ):
         table.add_column(column, justify="left" if column == "when" else "right")
     first = waiting.points[0]
