@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from wasmtime import Store, WasmtimeError
-from wasmtime.component import Component, ExportIndex, Variant
+from wasmtime.component import Component, ExportIndex, Func, Variant
 
 from ..errors import ModuleError
 from ..invocation import (
@@ -34,8 +34,9 @@ from ..invocation import (
     Wake,
 )
 from ..policy import HOST_CEILING, LOAD_CEILING, Limits
-from . import _bytes
+from . import _bytes, _calls
 from ._cache import ComponentCache, digest_of
+from ._calls import HandlerCall
 from ._engine import EngineSettings, EpochTicker, build_engine
 from ._host import (
     HANDLERS,
@@ -54,6 +55,10 @@ from ._validate import check_component, contract_version
 __all__ = ["AgentComponent", "Sandbox"]
 
 _bytes.install()
+_calls.install()
+
+#: Handler calls with resolved types kept at most (one per loaded component).
+_MAX_HANDLER_CALLS = 256
 
 _WASM_MAGIC = b"\x00asm"
 #: The largest module a host compiles (a Python agent is ~18 MB): more is refused before compiling.
@@ -95,6 +100,7 @@ class Sandbox:
         self.cache = ComponentCache(
             self._engine, fingerprint=self.settings.fingerprint(), directory=cache_dir
         )
+        self._handler_calls: dict[str, HandlerCall] = {}
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -205,6 +211,15 @@ class Sandbox:
 
     # -- running ----------------------------------------------------------------------------
 
+    def _handler_call(self, agent: AgentComponent, handle: Func, store: Store) -> HandlerCall:
+        """The handler's call with its types resolved, once per component (see _calls.py)."""
+        call = self._handler_calls.get(agent.digest)
+        if call is None:
+            if len(self._handler_calls) >= _MAX_HANDLER_CALLS:
+                self._handler_calls.clear()  # components come and go; a few re-resolves are cheap
+            call = self._handler_calls.setdefault(agent.digest, HandlerCall(handle, store))
+        return call
+
     def run(self, agent: AgentComponent, invocation: Invocation) -> Outcome:
         """Run one invocation in a fresh Store and report what happened. Never raises for guest faults."""
         limits = invocation.limits.capped_by(self.ceiling)
@@ -231,7 +246,9 @@ class Sandbox:
             handle = instance.get_func(store, agent.handle_index)
             if handle is None:
                 raise WasmtimeError("handle export vanished")
-            value = handle(store, _to_wit(invocation.event, agent.contract))
+            value = self._handler_call(agent, handle, store)(
+                handle, store, _to_wit(invocation.event, agent.contract)
+            )
             handle.post_return(store)
         except WasmtimeError as exc:
             error = _classify(str(exc), rec, stage)

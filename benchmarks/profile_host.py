@@ -1,0 +1,146 @@
+"""Where a host's time goes: py-spy samples one real ``dagr host`` process working through a backlog.
+
+A fresh embedded nats-server (fsync on), one ``dagr host --concurrency N``, a backlog of M start
+tasks of an agent (the trivial WAT component of bench_mesh, or the Python echo) queued while the
+consumer is paused; then the consumer resumes and py-spy records the host (``--threads``, raw
+collapsed stacks) until the backlog is drained. Prints the rate, then the functions with the most
+samples, by thread role (the event loop, the wasm workers, the rest), self and inclusive, and
+writes the collapsed stacks (for flamegraph.pl or speedscope) next to the summary.
+
+    python benchmarks/profile_host.py [--agent trivial|echo] [--tasks 3000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_mesh import (  # noqa: E402
+    WARMUP_TASKS,
+    HostGroup,
+    _rfc3339,
+    drained,
+    prepare_agents,
+    spawn_many,
+)
+
+from dagr_wasm.mesh import EmbeddedServer, Mesh, ServerConfig  # noqa: E402
+from dagr_wasm.mesh._client import ConnectOptions  # noqa: E402
+from dagr_wasm.mesh._layout import consumer_name, tasks_stream  # noqa: E402
+from dagr_wasm.paths import compiled_cache_dir  # noqa: E402
+from dagr_wasm.sandbox import Sandbox  # noqa: E402
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "bench"
+
+
+def summarize(raw: Path, top: int) -> str:
+    """Self and inclusive samples per function, per thread role, from py-spy's collapsed stacks."""
+    by_role: dict[str, tuple[collections.Counter[str], collections.Counter[str], list[int]]] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        count = int(count_text)
+        names = [f.split(" (")[0] for f in frames[1:]]
+        joined = ";".join(frames)
+        if "_run_once" in joined or "run_forever" in joined:
+            who = "event loop"
+        elif "_worker" in joined or "WorkerPool" in joined or "ThreadPoolExecutor" in joined:
+            who = "wasm workers"
+        else:
+            who = "other threads"
+        self_counts, inclusive, total = by_role.setdefault(who, (collections.Counter(), collections.Counter(), [0]))
+        total[0] += count
+        if names:
+            self_counts[names[-1]] += count
+        for name in set(names):
+            inclusive[name] += count
+    lines = []
+    for who, (self_counts, inclusive, total) in sorted(by_role.items(), key=lambda kv: -kv[1][2][0]):
+        lines.append(f"\n{who}: {total[0]:,} samples")
+        lines.append("  self:")
+        for name, count in self_counts.most_common(top):
+            lines.append(f"    {count / total[0]:6.1%}  {name}")
+        lines.append("  inclusive:")
+        for name, count in inclusive.most_common(top):
+            lines.append(f"    {count / total[0]:6.1%}  {name}")
+    return "\n".join(lines)
+
+
+async def amain(agent: str, tasks: int, concurrency: int, top: int, *, profile: bool = True) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="dagr-profile-"))
+    with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
+        agents = prepare_agents(sandbox)
+    chosen = agents[agent]
+    with EmbeddedServer(config=ServerConfig(store_dir=workdir / "store", port=0, monitor_port=0)) as server:
+        async with await Mesh.connect(ConnectOptions(servers=(server.url,))) as mesh:
+            await mesh.ensure_layout()
+            version = (await mesh.deploy(chosen.manifest, chosen.wasm)).version
+            hosts = HostGroup(server.url, 1, concurrency, workdir)
+            hosts.start()
+            try:
+                await hosts.wait_started()
+                js = mesh.js
+                await spawn_many(js, chosen.name, version, WARMUP_TASKS)
+                await drained(js, chosen.name, 120)
+                stream, durable = tasks_stream(chosen.name), consumer_name(chosen.name)
+                await js.pause_consumer(stream, durable, _rfc3339(datetime.now(UTC) + timedelta(hours=1)))
+                await spawn_many(js, chosen.name, version, tasks)
+                raw = OUT / f"profile-{agent}.collapsed"
+                OUT.mkdir(parents=True, exist_ok=True)
+                spy = (
+                    subprocess.Popen(
+                        ["py-spy", "record", "--pid", str(hosts.pids()[0]), "--threads", "--nonblocking",
+                         "--rate", "200", "--format", "raw", "--output", str(raw)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    if profile
+                    else None
+                )
+                await asyncio.sleep(1.0)  # py-spy attached
+                started = time.monotonic()
+                await js.resume_consumer(stream, durable)
+                await drained(js, chosen.name, 600)
+                seconds = time.monotonic() - started
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
+            finally:
+                await asyncio.to_thread(hosts.stop)
+    head = (
+        f"{chosen.label}: {tasks:,} tasks in {seconds:.2f} s = {tasks / seconds:,.0f} inv/s"
+        f"{' under py-spy' if profile else ''} (1 host x {concurrency} slots, fsync on)"
+    )
+    if not profile:
+        print(head)
+        return
+    summary = summarize(raw, top)
+    text = f"{head}\n{summary}\n"
+    (OUT / f"profile-{agent}.txt").write_text(text)
+    print(text)
+    print(f"collapsed stacks: {raw}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agent", choices=("trivial", "echo"), default="trivial")
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--rate-only", action="store_true", help="no py-spy: just the rate")
+    args = parser.parse_args()
+    asyncio.run(amain(args.agent, args.tasks, args.concurrency, args.top, profile=not args.rate_only))
+
+
+if __name__ == "__main__":
+    main()
