@@ -1,4 +1,4 @@
-"""Calls into a component with its types resolved once, not at every call.
+"""Calls across the component boundary with their types resolved once, not at every call.
 
 wasmtime-py's ``Func.__call__`` asks the function for its type at every call, then each variant,
 result and option type for its cases, every one through several ctypes calls whose objects are
@@ -6,8 +6,11 @@ freed again one by one: py-spy on a host working through trivial invocations fou
 wasm threads' samples there (benchmarks/profile_host.py), all of it Python holding the GIL the
 event loop needs. The handler's parameter and result types are the same for every call of one
 component, so ``HandlerCall`` resolves them once per component and keeps them; the cases of a
-variant-like type are remembered on the type object (types are immutable). The conversions
-themselves stay wasmtime-py's.
+variant-like type are remembered on the type object (types are immutable). Host functions, the
+other direction, are registered with ``add_host_func``: its trampoline reads a function's types at
+its first call and keeps them (a Python agent makes ~20 host calls an invocation, each of which
+had its types rebuilt and freed: ~20 % of a Python echo's wasm-thread samples). The conversions
+themselves stay wasmtime-py's, and so does the exception handling (``catch_exceptions``).
 
 ``install()`` puts the memo in place once, at import of ``dagr_wasm.sandbox`` (wasmtime-py 50 is
 pinned; ``tests/unit/test_calls.py`` checks the memoized cases against wasmtime-py's own).
@@ -19,12 +22,13 @@ import ctypes
 from collections.abc import Callable
 from typing import Any
 
+from wasmtime import WasmtimeError
 from wasmtime import _ffi as ffi
-from wasmtime.component import Func
+from wasmtime.component import Func, LinkerInstance
 from wasmtime.component import _types as types_mod
-from wasmtime.component._enter import enter_wasm
+from wasmtime.component._enter import catch_exceptions, enter_wasm
 
-__all__ = ["HandlerCall", "install"]
+__all__ = ["HandlerCall", "add_host_func", "install"]
 
 _installed = False
 _MEMO = "_dagr_cases"
@@ -94,3 +98,59 @@ class HandlerCall:
             return self._result.convert_from_c(result)
         finally:
             ffi.wasmtime_component_val_delete(ctypes.byref(params[0]))
+
+
+class _HostFunc:
+    """One registered host function and, once it has been called, its parameter and result types."""
+
+    __slots__ = ("fn", "params", "result")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.params: list[Any] | None = None
+        self.result: Any = None
+
+
+#: Every host function registered through ``add_host_func``, by index (linkers live as long as
+#: their sandbox, which lives as long as the process in a host: entries are never removed).
+_HOST_FUNCS: list[_HostFunc] = []
+
+
+@ffi.wasmtime_component_func_callback_t  # type: ignore[untyped-decorator]
+def _host_trampoline(
+    idx: Any, context: Any, ty_raw: Any, args: Any, nargs: int, results: Any, nresults: int
+) -> Any:
+    entry = _HOST_FUNCS[idx or 0]
+
+    def run(store: Any) -> None:
+        params = entry.params
+        if params is None:
+            # Borrowed from the call (owner: the store); the value types read from it are handles
+            # of their own, valid after it.
+            with types_mod.FuncType._from_ptr(ty_raw, owner=store) as func_type:
+                entry.result = func_type.result
+                params = entry.params = [ty for _name, ty in func_type.params]
+        if len(params) != nargs or (entry.result is None) != (nresults == 0):
+            raise WasmtimeError("a host function was called with a type it was not registered with")
+        value = entry.fn(store, *(ty.convert_from_c(args[i]) for i, ty in enumerate(params)))
+        if entry.result is not None:
+            entry.result.convert_to_c(store, value, results)
+
+    return catch_exceptions(context, run)
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # type: ignore[untyped-decorator]
+def _keep(idx: Any) -> None:
+    """Entries stay: an index is never reused, so a late call can never reach another function."""
+
+
+def add_host_func(instance: LinkerInstance, name: str, fn: Callable[..., Any]) -> None:
+    """``instance.add_func(name, fn)``, through the trampoline that keeps the function's types."""
+    _HOST_FUNCS.append(_HostFunc(fn))
+    raw_name = name.encode("utf-8")
+    buffer = ctypes.create_string_buffer(raw_name)
+    error = ffi.wasmtime_component_linker_instance_add_func(
+        instance.ptr(), buffer, len(raw_name), _host_trampoline, len(_HOST_FUNCS) - 1, _keep
+    )
+    if error:
+        raise WasmtimeError._from_ptr(error)

@@ -65,6 +65,7 @@ from ..policy import (
     is_valid_subject,
     resolve_wake,
 )
+from ._calls import add_host_func
 from ._memory import MeteredMemories
 from ._wasi import RESOURCE_IDS, WASI_INTERFACES, WASI_VERSION, Interface, WasiCall, WasiTable, wasi_impl
 
@@ -899,11 +900,11 @@ def build_linker(engine: Any) -> Linker:
             for interface, functions in table.items():
                 with root.add_instance(f"{_PACKAGE}/{interface}@{version}") as instance:
                     for name, (fn, refusable, _signature) in functions.items():
-                        instance.add_func(name, _bind(fn, refusable=refusable))
+                        add_host_func(instance, name, _bind(fn, refusable=refusable))
         for interface, declared in WASI_INTERFACES.items():
             with root.add_instance(f"{interface}@{WASI_VERSION}") as instance:
                 for resource in declared.resources:
                     instance.add_resource(resource, resource_types[resource], _drop_wasi_resource)
                 for name in declared.functions:
-                    instance.add_func(name, _bind_wasi(wasi_impl(interface, name)))
+                    add_host_func(instance, name, _bind_wasi(wasi_impl(interface, name)))
     return linker
