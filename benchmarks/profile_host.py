@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_mesh import (  # noqa: E402
+from bench_mesh import (
     WARMUP_TASKS,
     HostGroup,
     _rfc3339,
@@ -33,11 +33,11 @@ from bench_mesh import (  # noqa: E402
     spawn_many,
 )
 
-from dagr_wasm.mesh import EmbeddedServer, Mesh, ServerConfig  # noqa: E402
-from dagr_wasm.mesh._client import ConnectOptions  # noqa: E402
-from dagr_wasm.mesh._layout import consumer_name, tasks_stream  # noqa: E402
-from dagr_wasm.paths import compiled_cache_dir  # noqa: E402
-from dagr_wasm.sandbox import Sandbox  # noqa: E402
+from dagr_wasm.mesh import EmbeddedServer, Mesh, ServerConfig
+from dagr_wasm.mesh._client import ConnectOptions
+from dagr_wasm.mesh._layout import consumer_name, tasks_stream
+from dagr_wasm.paths import compiled_cache_dir
+from dagr_wasm.sandbox import Sandbox
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "bench"
 
@@ -59,7 +59,9 @@ def summarize(raw: Path, top: int) -> str:
             who = "wasm workers"
         else:
             who = "other threads"
-        self_counts, inclusive, total = by_role.setdefault(who, (collections.Counter(), collections.Counter(), [0]))
+        self_counts, inclusive, total = by_role.setdefault(
+            who, (collections.Counter(), collections.Counter(), [0])
+        )
         total[0] += count
         if names:
             self_counts[names[-1]] += count
@@ -77,7 +79,9 @@ def summarize(raw: Path, top: int) -> str:
     return "\n".join(lines)
 
 
-async def amain(agent: str, tasks: int, concurrency: int, top: int, *, profile: bool = True) -> None:
+async def amain(
+    agent: str, tasks: int, concurrency: int, top: int, *, profile: bool = True, stub: bool = False
+) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="dagr-profile-"))
     with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
         agents = prepare_agents(sandbox)
@@ -86,7 +90,7 @@ async def amain(agent: str, tasks: int, concurrency: int, top: int, *, profile: 
         async with await Mesh.connect(ConnectOptions(servers=(server.url,))) as mesh:
             await mesh.ensure_layout()
             version = (await mesh.deploy(chosen.manifest, chosen.wasm)).version
-            hosts = HostGroup(server.url, 1, concurrency, workdir)
+            hosts = HostGroup(server.url, 1, concurrency, workdir, null=stub)
             hosts.start()
             try:
                 await hosts.wait_started()
@@ -96,13 +100,27 @@ async def amain(agent: str, tasks: int, concurrency: int, top: int, *, profile: 
                 stream, durable = tasks_stream(chosen.name), consumer_name(chosen.name)
                 await js.pause_consumer(stream, durable, _rfc3339(datetime.now(UTC) + timedelta(hours=1)))
                 await spawn_many(js, chosen.name, version, tasks)
-                raw = OUT / f"profile-{agent}.collapsed"
+                label = f"{agent}{'-stub' if stub else ''}"
+                raw = OUT / f"profile-{label}.collapsed"
                 OUT.mkdir(parents=True, exist_ok=True)
                 spy = (
                     subprocess.Popen(
-                        ["py-spy", "record", "--pid", str(hosts.pids()[0]), "--threads", "--nonblocking",
-                         "--rate", "200", "--format", "raw", "--output", str(raw)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        [
+                            "py-spy",
+                            "record",
+                            "--pid",
+                            str(hosts.pids()[0]),
+                            "--threads",
+                            "--nonblocking",
+                            "--rate",
+                            "200",
+                            "--format",
+                            "raw",
+                            "--output",
+                            str(raw),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
                     )  # fmt: skip
                     if profile
                     else None
@@ -118,7 +136,8 @@ async def amain(agent: str, tasks: int, concurrency: int, top: int, *, profile: 
             finally:
                 await asyncio.to_thread(hosts.stop)
     head = (
-        f"{chosen.label}: {tasks:,} tasks in {seconds:.2f} s = {tasks / seconds:,.0f} inv/s"
+        f"{chosen.label}{' (stub executor: no wasm)' if stub else ''}: {tasks:,} tasks in {seconds:.2f} s = "
+        f"{tasks / seconds:,.0f} inv/s"
         f"{' under py-spy' if profile else ''} (1 host x {concurrency} slots, fsync on)"
     )
     if not profile:
@@ -126,7 +145,7 @@ async def amain(agent: str, tasks: int, concurrency: int, top: int, *, profile: 
         return
     summary = summarize(raw, top)
     text = f"{head}\n{summary}\n"
-    (OUT / f"profile-{agent}.txt").write_text(text)
+    (OUT / f"profile-{label}.txt").write_text(text)
     print(text)
     print(f"collapsed stacks: {raw}")
 
@@ -138,8 +157,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--rate-only", action="store_true", help="no py-spy: just the rate")
+    parser.add_argument("--stub", action="store_true", help="the host with bench_mesh's stub executor")
     args = parser.parse_args()
-    asyncio.run(amain(args.agent, args.tasks, args.concurrency, args.top, profile=not args.rate_only))
+    asyncio.run(
+        amain(args.agent, args.tasks, args.concurrency, args.top, profile=not args.rate_only, stub=args.stub)
+    )
 
 
 if __name__ == "__main__":
