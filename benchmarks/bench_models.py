@@ -18,8 +18,8 @@ turn, so the provider can link the turns of one agent.
    (the host's request body; the next request as soon as an answer is parsed), one loop and as
    many loops as agents; the provider measures their gap the same way, the loops their round trip.
    The gap is also cut where this process saw each step (core deliveries of the inbox entry, the
-   schedule the poke moved and the next `suspended` record; when nats-server fired the wake, from
-   what it stored). Per turn: CPU of the host (event loop, other threads), nats-server, the
+   poke's cancel of the await's deadline, the wake it sends, and the next `suspended` record).
+   Per turn: CPU of the host (event loop, other threads), nats-server, the
    provider and this process, and the messages JetStream stored; the disk's fsync rate beside it.
 2. **agents awaiting a model**: the provider holds every request; N agents (10,000; quick 2,000)
    each start and await one call, spawned in two steps (1,000, then the rest). After each step,
@@ -69,7 +69,6 @@ from bench_mesh import (
     spawn_many,
     stored_total,
 )
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from rich.table import Table
 
 from dagr_wasm.build import build_agent
@@ -84,13 +83,14 @@ from dagr_wasm.mesh import (
     ServerConfig,
 )
 from dagr_wasm.mesh._layout import (
-    SCHEDULES_STREAM,
     call_consumer_name,
     consumer_name,
     inbox_subject,
     record_subject,
+    task_subject,
     tasks_stream,
 )
+from dagr_wasm.mesh._tasks import TaskError, decode_task
 from dagr_wasm.paths import compiled_cache_dir
 from dagr_wasm.sandbox import Sandbox
 
@@ -350,16 +350,17 @@ class Bare:
 
 class Trail:
     """Per instance, when this process saw each step of its turns (``time.monotonic`` s): an
-    answer stored in its inbox (core delivery of ``dagr.inbox.<i>``), a schedule written
-    (``dagr.sched.<s>.<i>``: an await's deadline, or a poke moving it to now), a `suspended`
-    record (its invocation committed an await: the next call is queued); when nats-server fired
-    each wake is read afterwards from what it stored (``wakes``)."""
+    answer stored in its inbox (core delivery of ``dagr.inbox.<i>``), a message on its schedule
+    subject (``dagr.sched.<s>.<i>``: an await's deadline, or the poke cancelling it), the wake the
+    poke sends (core delivery of the wake task on ``dagr.task.<s>``), a `suspended` record (its
+    invocation committed an await: the next call is queued)."""
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self.inbox: dict[str, list[float]] = {}
         self.suspended: dict[str, list[float]] = {}
         self.scheduled: dict[str, list[float]] = {}
+        self.woken: dict[str, list[float]] = {}
         self._subscriptions: list[Any] = []
 
     async def __aenter__(self) -> Trail:
@@ -374,9 +375,17 @@ class Trail:
         async def on_schedule(msg: Any) -> None:
             self.scheduled.setdefault(msg.subject.rsplit(".", 1)[-1], []).append(time.monotonic())
 
+        async def on_task(msg: Any) -> None:
+            at = time.monotonic()
+            with contextlib.suppress(TaskError):
+                task = decode_task(msg.data, msg.headers, specialist=AGENT, stream_seq=0, stream="", now_ms=0)
+                if task.kind == "wake":
+                    self.woken.setdefault(task.instance_id, []).append(at)
+
         nc = self.mesh.nc
         self._subscriptions = [
             await nc.subscribe(f"dagr.sched.{AGENT}.*", cb=on_schedule),
+            await nc.subscribe(task_subject(AGENT), cb=on_task),
             await nc.subscribe(inbox_subject("*"), cb=on_inbox),
             await nc.subscribe(record_subject("*"), cb=on_record),
         ]
@@ -387,30 +396,11 @@ class Trail:
         for subscription in self._subscriptions:
             await subscription.unsubscribe()
 
-    async def wakes(self, instances: set[str]) -> dict[str, list[float]]:
-        """When nats-server fired each wake of ``instances`` (stored time of ``dagr.wake.*``),
-        on this process's monotonic clock."""
-        offset = time.time() - time.monotonic()
-        subscription = await self.mesh.js.pull_subscribe(
-            f"dagr.wake.{AGENT}.>",
-            stream=SCHEDULES_STREAM,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
-        )
-        found: dict[str, list[float]] = {}
-        with contextlib.suppress(TimeoutError):
-            while True:
-                for msg in await subscription.fetch(1000, timeout=1):
-                    instance = msg.subject.rsplit(".", 1)[-1]
-                    if instance in instances:
-                        found.setdefault(instance, []).append(msg.metadata.timestamp.timestamp() - offset)
-        await subscription.unsubscribe()
-        return found
-
 
 STRETCHES = (
     "answer written -> stored in the inbox (the call's commit: record, inbox entry, poke task)",
-    "-> the await's schedule moved to now (the poke task: fetched, journal and inbox read, publish)",
-    "-> nats-server fired the wake (its scheduler; the wake stored)",
+    "-> the await's deadline cancelled (the poke task: fetched, journal and inbox read, publish)",
+    "-> the wake sent to the specialist's tasks (the poke's second publish)",
     "-> `suspended` record of the next turn (the wake task: on_resumed, its commit, the next call queued)",
     "-> the next request read (the model task: fetched, budget held, the HTTP call)",
 )
@@ -420,7 +410,7 @@ async def stretches(
     trail: Trail, records: list[tuple[str, int, float, float]], instances: set[str]
 ) -> list[list[float]]:
     """Each turn's gap cut into ``STRETCHES`` (ms), for the turns where every step was seen."""
-    fired = await trail.wakes(instances)
+    fired = trail.woken
     read: dict[tuple[str, int], float] = {}
     sent: dict[tuple[str, int], float] = {}
     for name, turn, read_at, sent_at in records:

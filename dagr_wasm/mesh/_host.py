@@ -89,6 +89,7 @@ from ._layout import (
     inbox_subject,
     record_subject,
     sched_subject,
+    task_subject,
     tasks_stream,
     tree_key,
     trusted_subject,
@@ -98,6 +99,7 @@ from ._records import DeadLetter, InstanceState, JournalRecord, ModelCallRecord
 from ._registry import Registry, SpecialistVersion
 from ._state import KV_PREFIX, KvStateView, LazyInbox, LazyLedger, StateReader
 from ._tasks import (
+    SENT_HEADER,
     TASK_HEADER,
     Task,
     TaskError,
@@ -397,7 +399,11 @@ class Host:
         redelivered = meta.num_delivered > 1
         # A wake or reply can come again as a *new* message: a late replay of the outbox that made
         # it (a host frozen past its ack wait, a server that lost its duplicate memory in a
-        # restart). Its own commit marker says whether it already happened.
+        # restart). Its own commit marker says whether it already happened. Only a redelivery
+        # replays the stored outbox: a host acks a task only once its outbox is out, so the
+        # first copy of a committed task that was not acked comes back itself, and a new copy of
+        # one has nothing left to send (replaying it past the server's 10-minute duplicate window
+        # would send its effects again).
         replayable = redelivered or task.kind in ("wake", "reply", "signal", "http", "model")
         if meta.num_delivered > self.config.layout.max_deliveries and await self._committer.committed(
             task.task_id
@@ -409,7 +415,11 @@ class Host:
             return
         if replayable:
             try:
-                replayed = await self._committer.replay(task.task_id)
+                replayed = await (
+                    self._committer.replay(task.task_id)
+                    if redelivered
+                    else self._committer.committed(task.task_id)
+                )
             except OutboxRefused as exc:
                 await self._dead_letter_committed(task, f"its committed outbox cannot be published: {exc}")
                 await msg.ack()
@@ -750,8 +760,16 @@ class Host:
         await self._committer.commit_outbox(task.task_id, outbox)
 
     async def _poke(self, task: Task) -> None:
-        """Wake the instance now if its await is satisfied: its pending deadline wake is replaced
-        by the same wake due at once (one schedule per instance, so it can fire only once)."""
+        """Wake the instance now if its await is satisfied: its pending deadline wake is cancelled,
+        and the same wake is sent to the specialist's tasks at once.
+
+        Not by moving the schedule to now: nats-server fires a schedule due now up to ~250 ms
+        late (its scheduler's timer; 219 ms p50 of every await in bench_models), on every turn of
+        a model-driven agent. The deadline is cancelled first: a plain message carrying the same
+        wake replaces the schedule (guarded by its sequence, so a newer schedule stays; a plain
+        message on a schedule's subject cancels it). Then the wake goes out under an id of its
+        own. A host dying between the two leaves this poke to be delivered again: it finds the
+        same wake on the subject and sends it (the id dedupes a second copy)."""
         head = await self._journal_head(task.instance_id)
         if head is None or head.record.state is not InstanceState.SUSPENDED or not head.record.awaiting:
             return
@@ -776,15 +794,20 @@ class Host:
                 schedule,
                 pending.data or b"",
                 headers={
-                    "Nats-Schedule": f"@at {iso_at(int(time.time() * 1000))}",
-                    "Nats-Schedule-Target": wake_subject(record.specialist, record.id),
                     TASK_HEADER: "1",
+                    SENT_HEADER: "1",
                     # Only over the schedule just read: a newer one (the instance moved on) stays.
                     "Nats-Expected-Last-Subject-Sequence": str(pending.seq),
                 },
             )
         except APIError as exc:
             _log.debug("await of %s not woken early: its schedule moved on (%r)", record.id, exc)
+            return
+        await self._js.publish(
+            task_subject(record.specialist),
+            pending.data or b"",
+            headers={TASK_HEADER: "1", "Nats-Msg-Id": f"{wake.task_id}.now"},
+        )
 
     async def _commit_final(
         self, task: Task, spec: SpecialistVersion, attempt: int, now_ms: int, outcome: Outcome
@@ -861,8 +884,9 @@ class Host:
             return  # an older record, or this very wake: nothing to re-create
         schedule = sched_subject(stale.specialist, stale.instance_id)
         try:
-            await self._js.get_msg(SCHEDULES_STREAM, subject=schedule, direct=True)
-            return  # one is pending
+            last = await self._js.get_msg(SCHEDULES_STREAM, subject=schedule, direct=True)
+            if (last.headers or {}).get("Nats-Schedule"):
+                return  # one is pending
         except NotFoundError:
             pass
         wake = replace(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._records import JournalRecord, Lineage
 
 __all__ = [
+    "SENT_HEADER",
     "TASK_HEADER",
     "Task",
     "TaskError",
@@ -56,6 +57,9 @@ __all__ = [
 ]
 
 TASK_HEADER = "Dagr-Task"
+#: On a wake left on an instance's schedule subject once a poke has sent it: it cancels the
+#: deadline's schedule and is not itself pending (``_host.py``, ``_poke``).
+SENT_HEADER = "Dagr-Wake-Sent"
 #: Task and instance ids become parts of subjects and KV keys: a strict alphabet, matched whole.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _FORMAT = 1
