@@ -3,8 +3,12 @@ wasmtime-py's own path."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import watkit
 from wasmtime import Store
+from wasmtime.component import Func
 
 from dagr_wasm.invocation import Start
 from dagr_wasm.policy import Limits
@@ -16,7 +20,9 @@ from dagr_wasm.sandbox._runner import _limit_store, _to_wit
 ECHO_WAT = watkit.component("(call $ok (local.get $p1) (local.get $p2))")
 
 
-def call(sandbox: Sandbox, *, prepared: bool, context: str) -> object:
+@contextmanager
+def handler(sandbox: Sandbox) -> Iterator[tuple[Func, Store, str]]:
+    """The echo component's handler in a fresh store: (its function, the store, its contract)."""
     agent = sandbox.load(ECHO_WAT, source="echo-wat")
     store = Store(sandbox._engine)
     try:
@@ -24,33 +30,28 @@ def call(sandbox: Sandbox, *, prepared: bool, context: str) -> object:
         instance = sandbox._linker.instantiate(store, agent.component)
         handle = instance.get_func(store, agent.handle_index)
         assert handle is not None
-        event = _to_wit(Start(context), agent.contract)
-        value = HandlerCall(handle, store)(handle, store, event) if prepared else handle(store, event)
-        handle.post_return(store)
-        return value
+        yield handle, store, agent.contract
     finally:
         store.close()
 
 
 def test_a_handler_call_returns_what_the_plain_call_returns(sandbox: Sandbox) -> None:
     for context in ("", "hello", "ünïcode " * 100):
-        plain = call(sandbox, prepared=False, context=context)
-        fast = call(sandbox, prepared=True, context=context)
-        assert plain == fast == context.encode()
+        values = []
+        for prepared in (False, True):
+            with handler(sandbox) as (handle, store, contract):
+                event = _to_wit(Start(context), contract)
+                values.append(
+                    HandlerCall(handle, store)(handle, store, event) if prepared else handle(store, event)
+                )
+                handle.post_return(store)
+        assert values == [context.encode()] * 2
 
 
 def test_the_cases_of_a_variant_are_wasmtime_pys_and_are_kept_on_the_type(sandbox: Sandbox) -> None:
-    agent = sandbox.load(ECHO_WAT, source="echo-wat")
-    store = Store(sandbox._engine)
-    try:
-        _limit_store(store, Limits(), tick_ms=sandbox.settings.epoch_tick_ms)
-        instance = sandbox._linker.instantiate(store, agent.component)
-        handle = instance.get_func(store, agent.handle_index)
-        assert handle is not None
+    with handler(sandbox) as (handle, store, _contract):
         event_type = handle.type(store).params[0][1]
         first = event_type._cases()
         assert first is event_type._cases()  # remembered, not asked again
         assert [name for name, _ in first] == [name for name, _ in event_type.cases]
         assert event_type._tagged() is True  # start and wake both carry a string
-    finally:
-        store.close()
