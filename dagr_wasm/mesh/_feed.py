@@ -113,7 +113,13 @@ class TaskFeed:
         (the host's task group, so none is fire-and-forget)."""
         mine = self._specialist_slots.setdefault(name, asyncio.Semaphore(self.config.specialist_cap))
         await self._pull(
-            name, consumer_name(name), (mine, self._slots), lambda: self._fetchable(mine), stopping, spawn
+            name,
+            consumer_name(name),
+            (mine, self._slots),
+            lambda: self._fetchable(mine),
+            stopping,
+            spawn,
+            call=False,
         )
 
     async def pull_calls(
@@ -130,6 +136,7 @@ class TaskFeed:
             lambda: min(_free_slots(mine), _free_slots(self._call_slots)),
             stopping,
             spawn,
+            call=True,
         )
 
     async def _pull(
@@ -140,6 +147,8 @@ class TaskFeed:
         fetchable: Callable[[], int],
         stopping: asyncio.Event,
         spawn: Callable[[Coroutine[Any, Any, None]], Any],
+        *,
+        call: bool,
     ) -> None:
         while True:
             try:
@@ -148,7 +157,6 @@ class TaskFeed:
             except Exception as exc:
                 _log.warning("cannot pull from %s yet (%r); again in 1 s", consumer, exc)
                 await asyncio.sleep(1.0)
-        call = consumer == call_consumer_name(name)
         while not stopping.is_set():
             async with self._slot_freed:
                 await self._slot_freed.wait_for(lambda: fetchable() > 0)
