@@ -29,11 +29,11 @@ lint:
     {{python}} -m ruff format --check dagr_wasm
     {{python}} -m mypy
 
-# Benchmark the sandbox against bare wasmtime-py.
+# Benchmark the sandbox against bare wasmtime-py (alone; `just bench` has it too).
 bench-sandbox *ARGS:
     {{python}} benchmarks/bench_sandbox.py {{ARGS}}
 
-# Benchmark the mesh: real host processes on an embedded nats-server (about 5 min; --quick: 2).
+# Benchmark the mesh: real host processes on an embedded nats-server (about 8 min; --quick: 6).
 bench-mesh *ARGS:
     {{python}} benchmarks/bench_mesh.py {{ARGS}}
 
@@ -49,5 +49,6 @@ bench-local-model *ARGS:
 bench-models *ARGS:
     {{python}} benchmarks/bench_models.py {{ARGS}}
 
-# All benchmarks.
-bench: bench-sandbox bench-mesh bench-fairness (bench-models "--full") bench-local-model
+# Every benchmark, bounded (<15 min on 2 cores; --quick ~5): one table, each figure beside its floor or peer.
+bench *ARGS:
+    {{python}} benchmarks/bench_all.py {{ARGS}}

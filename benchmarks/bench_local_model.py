@@ -57,7 +57,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=OUT, help=f"where the figures go (default {OUT})")
     args = parser.parse_args()
+    out: Path = args.json
 
     from llama_cpp import Llama
 
@@ -121,9 +123,9 @@ def main() -> None:
             f"{name:<28}{row['output_tokens_per_s_median']:>20.1f}{row['call_s_median']:>18.2f}"
             f"{row['call_s_max']:>15.2f}"
         )
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"\nwritten to {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\nwritten to {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ For a trivial WAT component (the cheapest possible agent: returns its start cont
    invocation's result time (``at_ms`` of its result, taken as it commits) minus due; also when
    nats-server fired each schedule (stored time of ``dagr.wake.*``), to split server from host.
 4. **floors**, same run, same server: a nats-py loop that fetches, acks and publishes a reply; one
-   doing what a commit does (core status publish, ``kv.create`` marker, 3 publishes, ack); the dagr
+   doing the stored writes a commit makes today (``kv.create`` marker, journal record, ack); the dagr
    ``Host`` itself with a stub executor (no wasm: the host's own NATS and Python cost); and
    ``Sandbox.run`` alone (1 and 2 threads).
 5. **durability**: throughput and floors with ``sync_always=True`` (fsync before ack, the default)
@@ -771,8 +771,10 @@ class Woken:
         for instance, at in sent.items():
             ran_ms = journals.ran_ms(instance)
             finished = journals.arrived.get(instance, {}).get(InstanceState.FINISHED)
-            if ran_ms is not None and finished is not None and instance in fired:
-                woken.fired_ms.append(fired[instance] - at * 1000)
+            if ran_ms is not None and finished is not None:
+                # A satisfied await's wake is sent at once (issue 12): no schedule fires for it.
+                if instance in fired:
+                    woken.fired_ms.append(fired[instance] - at * 1000)
                 woken.ran_ms.append(ran_ms - at * 1000)
                 woken.done_ms.append((finished - at) * 1000)
         return woken
@@ -891,6 +893,8 @@ class HttpCalls:
     to_response_ms: list[float] = field(default_factory=list)  # `suspended` -> response in the inbox
     to_fired_ms: list[float] = field(default_factory=list)  # response in the inbox -> wake fired
     to_finished_ms: list[float] = field(default_factory=list)  # wake fired -> `finished`
+    # Response in the inbox -> `finished` when no schedule fired: the poke sent the wake itself.
+    early_ms: list[float] = field(default_factory=list)
     echo_ms: list[float] = field(default_factory=list)
 
 
@@ -969,8 +973,11 @@ async def measure_http(
             # When nats-server fired each wake: known from what it stored, after the fact.
             fired = await fired_times(mesh.js, "fetcher", set(stretches))
             for instance, (stored, finished) in stretches.items():
-                calls.to_fired_ms.append(fired[instance] - stored * 1000)
-                calls.to_finished_ms.append(finished * 1000 - fired[instance])
+                if instance in fired:
+                    calls.to_fired_ms.append(fired[instance] - stored * 1000)
+                    calls.to_finished_ms.append(finished * 1000 - fired[instance])
+                else:
+                    calls.early_ms.append((finished - stored) * 1000)
         finally:
             await outbound.aclose()
             await asyncio.to_thread(group.stop)
@@ -985,9 +992,10 @@ async def nats_floor(
 ) -> tuple[float, float]:
     """(msgs/s, CPU ms per msg of this process) of a loop doing per task the least a host must do.
 
-    ``commit=False``: fetch, publish one reply (awaiting its ack), ack. ``commit=True``: what the host
-    does for an echo task, without wasm: core status publish, ``kv.create`` of a marker, three
-    publishes with ids (result, status, logs) in parallel, ack. Same pull loop shape as the host.
+    ``commit=False``: fetch, publish one reply (awaiting its ack), ack. ``commit=True``: the stored
+    writes a commit makes today for a task that returns without a parent (dagr_wasm/mesh/_commit.py):
+    ``kv.create`` of the marker holding the outbox, the journal record published with its id
+    (awaited), the ack; payloads of the real sizes (a planned outbox). Same pull loop shape as the host.
     """
     tasks, out = f"FLOOR_{tag}_T", f"FLOOR_{tag}_R"
     await js.add_stream(
@@ -1011,6 +1019,7 @@ async def nats_floor(
         Task(task_id="x" * 26, kind="start", instance_id="y" * 20, specialist="echo", context="hi")
     )
     small = b"s" * 200
+    marker, record = commit_payloads()
     for index in range(count):
         await js.publish_async(f"floor.{tag}.t", body, headers={"Nats-Msg-Id": f"t{index}"})
     await js.publish_async_completed()
@@ -1024,14 +1033,8 @@ async def nats_floor(
         nonlocal done
         try:
             if kv is not None:
-                await nc.publish(f"floor.{tag}.r.run.{n}", small)
-                await kv.create(f"x.{n}", body)
-                await asyncio.gather(
-                    *(
-                        js.publish(f"floor.{tag}.r.{kind}.{n}", small, headers={"Nats-Msg-Id": f"{n}.{kind}"})
-                        for kind in ("result", "status", "logs")
-                    )
-                )
+                await kv.create(f"x.{n}", marker)
+                await js.publish(f"floor.{tag}.r.{n}", record, headers={"Nats-Msg-Id": f"{n}.o0"})
             else:
                 await js.publish(f"floor.{tag}.r.{n}", small)
             await msg.ack()
@@ -1057,6 +1060,27 @@ async def nats_floor(
         fetched += len(messages)
     await finished.wait()
     return count / (time.perf_counter() - started), (_self_cpu() - cpu) * 1000 / count
+
+
+def commit_payloads() -> tuple[bytes, bytes]:
+    """(marker, journal record) as a commit stores them for an echo's start task that returned
+    ``{"echo": "hi"}``: the outbox planned by the runtime's own code, so the sizes are the real ones."""
+    from dagr_wasm.mesh._commit import CommitContext, plan_outbox
+
+    instance, now_ms = new_instance_id(), int(time.time() * 1000)
+    task = Task(
+        task_id=f"bench-{instance}",
+        kind="start",
+        instance_id=instance,
+        specialist="echo",
+        version=1,
+        root_id=instance,
+        context="hi",
+        created_ms=now_ms,
+    )
+    ctx = CommitContext(task=task, version=1, attempt=1, now_ms=now_ms, host="floor:1")
+    outbox = plan_outbox(ctx, Outcome(status=Status.OK, result=cbor2.dumps({"echo": "hi"})))
+    return outbox.encode(), outbox.messages[-1].payload
 
 
 def sandbox_floor(sandbox: Sandbox, wasm: bytes, iterations: int, threads: int) -> tuple[float, float]:
@@ -1295,7 +1319,7 @@ def render(report: Report, settings: Settings, agents: dict[str, Agent]) -> None
     )
     for key, text in (
         ("reply", f"nats-py loop: fetch, publish a reply, ack ({n} in flight)"),
-        ("commit", f"nats-py loop: what a commit does: status, kv.create, 3 publishes, ack ({n} in flight)"),
+        ("commit", f"nats-py loop: a commit's stored writes: kv.create marker, record, ack ({n} in flight)"),
         ("null-host", f"dagr Host process, stub executor (no wasm), {n} slots"),
     ):
         cells = []
@@ -1597,10 +1621,17 @@ def render_awaits(report: Report) -> None:
             "  2. -> response in the inbox (the http task: delivery, the call, storing it)",
             http.to_response_ms,
         )
-        http_row(
-            "  3. -> nats-server fired the wake (the poke task, the schedule moved to now)", http.to_fired_ms
-        )
-        http_row("  4. -> `finished` record (the wake task: on_resumed, its commit)", http.to_finished_ms)
+        if http.to_fired_ms:
+            http_row(
+                "  3. -> nats-server fired the wake (the poke task, the schedule moved to now)",
+                http.to_fired_ms,
+            )
+            http_row("  4. -> `finished` record (the wake task: on_resumed, its commit)", http.to_finished_ms)
+        if http.early_ms:
+            http_row(
+                "  3. -> `finished` record (no schedule fired: the poke sends the wake; on_resumed, commit)",
+                http.early_ms,
+            )
         http_row(
             "Python echo, end to end: Mesh.spawn -> its finished record (one invocation, no await)",
             http.echo_ms,

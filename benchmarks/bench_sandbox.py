@@ -28,7 +28,7 @@ import watkit  # noqa: E402  (test tooling: builds WAT agents of the real world)
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from wasmtime import Store, WasiConfig  # noqa: E402
-from wasmtime.component import Linker, Variant  # noqa: E402
+from wasmtime.component import ComponentInstanceType, FuncType, Linker, Variant  # noqa: E402
 
 from dagr_wasm.build import build_agent  # noqa: E402
 from dagr_wasm.paths import compiled_cache_dir  # noqa: E402
@@ -51,24 +51,28 @@ def measure(fn: Callable[[], None], iterations: int) -> list[float]:
     return samples
 
 
-def floor_linker(sandbox: Sandbox) -> Linker:
-    """WASI plus do-nothing dagr imports: instantiable, but none of the sandbox's bookkeeping."""
-    linker = Linker(sandbox._engine)
+def floor_linker(sandbox: Sandbox, agents: list[AgentComponent]) -> Linker:
+    """WASI plus do-nothing dagr imports: instantiable, but none of the sandbox's bookkeeping.
+
+    The dagr functions each agent imports are read from its component type, so the floor links any
+    contract version (a stub is only ever instantiated, never called, by a start that returns)."""
+    engine = sandbox._engine
+    linker = Linker(engine)
     linker.add_wasip2()
-    stubs = {
-        "state": ["get", "put", "delete", "list-keys"],
-        "messaging": ["publish"],
-        "swarm": ["spawn", "replies"],
-        "lifecycle": ["suspend"],
-        "log": ["log"],
-        "config": ["get"],
-        "identity": ["get"],
-    }
+    wanted: dict[str, set[str]] = {}
+    for agent in agents:
+        for name, item in agent.component.type.imports(engine).items():
+            if not name.startswith("dagr:agent/"):
+                continue
+            ty = item.ty
+            if isinstance(ty, ComponentInstanceType):
+                functions = wanted.setdefault(name, set())
+                functions.update(n for n, e in ty.exports(engine).items() if isinstance(e.ty, FuncType))
     with linker.root() as root:
-        for interface, names in stubs.items():
-            with root.add_instance(f"dagr:agent/{interface}@0.1.0") as instance:
-                for name in names:
-                    instance.add_func(name, lambda _store, *_args: None)
+        for interface, names in wanted.items():
+            with root.add_instance(interface) as instance:
+                for function in sorted(names):
+                    instance.add_func(function, lambda _store, *_args: None)
     return linker
 
 
@@ -93,12 +97,12 @@ def main() -> None:
     console = Console(width=150)
 
     with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
-        linker = floor_linker(sandbox)
         trivial = sandbox.load(
             watkit.component("(call $ok (local.get $p1) (local.get $p2))"), source="trivial"
         )
         console.print("[dim]building agents/echo (cached by source hash) ...[/dim]")
         echo = sandbox.load_file(build_agent(ROOT / "agents" / "echo").wasm)
+        linker = floor_linker(sandbox, [trivial, echo])
         rows = []
         for name, agent, wasi, iterations in (
             ("trivial WAT component", trivial, False, args.iterations),

@@ -79,6 +79,16 @@ def summarize(raw: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+def py_spy(pid: int, raw: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording every thread of ``pid`` into ``raw`` (collapsed stacks) until SIGINT."""
+    command = ["py-spy", "record", "--pid", str(pid), "--threads", "--nonblocking", "--rate", "200"]
+    return subprocess.Popen(
+        [*command, "--format", "raw", "--output", str(raw)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def amain(
     agent: str, tasks: int, concurrency: int, top: int, *, profile: bool = True, stub: bool = False
 ) -> None:
@@ -103,28 +113,7 @@ async def amain(
                 label = f"{agent}{'-stub' if stub else ''}"
                 raw = OUT / f"profile-{label}.collapsed"
                 OUT.mkdir(parents=True, exist_ok=True)
-                spy = (
-                    subprocess.Popen(
-                        [
-                            "py-spy",
-                            "record",
-                            "--pid",
-                            str(hosts.pids()[0]),
-                            "--threads",
-                            "--nonblocking",
-                            "--rate",
-                            "200",
-                            "--format",
-                            "raw",
-                            "--output",
-                            str(raw),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                    if profile
-                    else None
-                )
+                spy = py_spy(hosts.pids()[0], raw) if profile else None
                 await asyncio.sleep(1.0)  # py-spy attached
                 started = time.monotonic()
                 await js.resume_consumer(stream, durable)
