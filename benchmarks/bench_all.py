@@ -368,19 +368,13 @@ def run_per_call(settings: Settings, agents: Agents, report: Report) -> None:
     compiled = CompiledPlugin(agents.extism_echo, wasi=False, functions=[])
 
     def extism_fresh() -> bytes:
-        plugin = extism.Plugin(compiled, functions=[])
-        try:
+        with extism.Plugin(compiled, functions=[]) as plugin:
             out: bytes = plugin.call("echo", b"hi")
-        finally:
-            plugin.__del__()
         return out
 
     def extism_from_bytes() -> bytes:
-        plugin = extism.Plugin(agents.extism_echo, functions=[])
-        try:
+        with extism.Plugin(agents.extism_echo, functions=[]) as plugin:
             out: bytes = plugin.call("echo", b"hi")
-        finally:
-            plugin.__del__()
         return out
 
     assert extism_fresh() == b"hi" and extism_from_bytes() == b"hi"
@@ -482,6 +476,7 @@ def throughput_row(t: Throughput) -> dict[str, Any]:
             "nats_server": t.server_ms,
         },
         "stored_per_inv": t.stored_per_inv,
+        "resume_to_first_result_s": t.idle_s,
     }
 
 
@@ -1020,16 +1015,27 @@ def headline(report: Report) -> list[Row]:
 
     if pc:
         rows.append(
-            ("## peers, no NATS: per call (p50, 1 thread); calls/s on 2 threads or processes", "", "", "", "")
+            (
+                "## peers, no NATS: per call p50; calls/s on 1 thread / 2 threads (or processes)",
+                "",
+                "",
+                "",
+                "",
+            )
         )
+
+        def rates(key: str) -> str:
+            return f"{1000 / pc[key].mean:,.0f} / {par[key]:,.0f}/s"
+
         run, ext, ext_b = pc["sandbox:trivial"], pc["extism:fresh"], pc["extism:bytes"]
         rows.append(
             (
                 "dagr Sandbox.run, trivial WAT component, a fresh instance per call",
-                f"{ms(run.p50)}; {par['sandbox:trivial']:,.0f}/s",
+                f"{ms(run.p50)}; {rates('sandbox:trivial')}",
                 f"Extism {_version('extism')}, WAT echo plugin, a fresh Plugin per call (compiled once): "
-                f"{ms(ext.p50)}; {par['extism:fresh']:,.0f}/s",
-                f"{run.p50 / ext.p50:.2f}x time, {par['sandbox:trivial'] / par['extism:fresh']:.2f}x rate",
+                f"{ms(ext.p50)}; {rates('extism:fresh')}",
+                f"{run.p50 / ext.p50:.2f}x time, "
+                f"{par['sandbox:trivial'] / par['extism:fresh']:.2f}x rate (2)",
                 "",
             )
         )
@@ -1037,7 +1043,7 @@ def headline(report: Report) -> list[Row]:
             (
                 "",
                 "",
-                f"Extism, a Plugin from the wasm bytes per call: {ms(ext_b.p50)}",
+                f"Extism, a Plugin made from the wasm bytes per call: {ms(ext_b.p50)}",
                 f"{run.p50 / ext_b.p50:.2f}x time",
                 "",
             )
@@ -1045,14 +1051,15 @@ def headline(report: Report) -> list[Row]:
         run = pc["sandbox:echo"]
         for key, what in (("subprocess", "python -I -c"), ("subprocess-S", "python -I -S -c (no site)")):
             sub = pc[key]
+            first = key == "subprocess"
             rows.append(
                 (
                     "dagr Sandbox.run, Python echo agent (componentize-py), a fresh instance per call"
-                    if key == "subprocess"
+                    if first
                     else "",
-                    f"{ms(run.p50)}; {par['sandbox:echo']:,.0f}/s" if key == "subprocess" else "",
-                    f"a subprocess per task, {what} echoing stdin: {ms(sub.p50)}; {par[key]:,.0f}/s",
-                    f"{run.p50 / sub.p50:.2f}x time, {par['sandbox:echo'] / par[key]:.1f}x rate",
+                    f"{ms(run.p50)}; {rates('sandbox:echo')}" if first else "",
+                    f"a subprocess per task, {what} echoing stdin: {ms(sub.p50)}; {rates(key)}",
+                    f"{run.p50 / sub.p50:.2f}x time, {par['sandbox:echo'] / par[key]:.1f}x rate (2)",
                     "",
                 )
             )
@@ -1425,7 +1432,7 @@ def plots(report: Report, settings: Settings) -> list[Path]:
             xs = [max(p["waiting"], 1) for p in waiting]
             ax.plot(xs, [p["host_rss_mib"] for p in waiting], marker="s", label="host, awaiting a model call")
         ax.set_xscale("log")
-        ax.set_xlabel("instances (log)")
+        ax.set_xlabel("instances (log; at 1: after the warm-up, before any)")
         ax.set_ylabel("RSS MiB")
         ax.set_ylim(bottom=0)
         ax.set_title("host RSS with instances suspended or awaiting (1 host)")
@@ -1521,13 +1528,13 @@ def main() -> None:
         tasks={"trivial": 1000 if quick else 3000, "echo": 500 if quick else 1500},
         floor_tasks=1000 if quick else 3000,
         sweep=(4, SLOTS) if quick else (1, 4, SLOTS, 64),
-        latency_s=3.0 if quick else 8.0,
-        fairness_samples=30 if quick else 100,
+        latency_s=3.0 if quick else 10.0,
+        fairness_samples=30 if quick else 200,
         http_calls=10 if quick else 30,
         wake_n=1000 if quick else TARGET_WAKE_N,
         suspended_steps=(1000, 3000) if quick else (1000, 5000, 10_000, 20_000, 50_000, 100_000),
         suspended_budget_s=30 if quick else 240,
-        models_agents=(1,) if quick else (1, 100),
+        models_agents=(1,) if quick else (1, 100, 1000),
         models_waiting=(1000, 2000) if quick else (1000, TARGET_AWAITING_N),
         local_model_runs=2 if quick else 3,
     )

@@ -4,12 +4,13 @@ For a trivial WAT component (the cheapest possible agent: returns its start cont
 ``echo`` agent (agents/echo, the cheapest componentize-py agent), measured in one run:
 
 1. **throughput**: M start tasks are queued on the specialist's topic while its consumer is *paused*,
-   then the consumer is resumed; time from the resume to the last result stored (the stored time of
-   the last invocation record in DAGR_INSTANCES), with 1 and 2 ``dagr host --concurrency N`` processes (warmed
-   up on 100 tasks first). N comes from a sweep (full mode) or ``--concurrency``. CPU per invocation
-   of the host processes (event-loop thread vs the other threads, where wasm runs) and of
-   nats-server is read from /proc over the same interval: that is where the time goes; so is the
-   number of messages JetStream stored per invocation (each one an fsync when fsync is on).
+   then the consumer is resumed; from the first result stored to the last (the stored times of the
+   invocation records in DAGR_INSTANCES: after a resume, the hosts' pulls may first wait out a
+   fetch timeout), with 1 and 2 ``dagr host --concurrency N`` processes (warmed up on 100 tasks
+   first). N comes from a sweep (full mode) or ``--concurrency``. CPU per invocation of the host
+   processes (event-loop thread vs the other threads, where wasm runs) and of nats-server is read
+   from /proc over the same interval: that is where the time goes; so is the number of messages
+   JetStream stored per invocation (each one an fsync when fsync is on).
 2. **spawn-to-reply latency**, open loop: spawns published at a fixed rate of half the measured
    1-host maximum (fsync on), 1 host; latency = core arrival of the ``finished`` record on
    ``dagr.inst.<id>`` minus the spawn publish. Repeated at the same rate with fsync off: the
@@ -423,10 +424,14 @@ class Throughput:
     bench_ms: float
     stored_per_inv: float  # messages JetStream stored per invocation (every stream's last_seq moved)
     split: list[int] = field(default_factory=list)
+    # The resume -> the first result stored: the hosts' pulls, waiting out their fetch timeout (up to
+    # 1 s) on a consumer that was paused; not counted in ``seconds`` (a live consumer has no pause).
+    idle_s: float = 0.0
 
     @property
     def rate(self) -> float:
-        return self.count / self.seconds
+        """Results per second from the first stored to the last (count - 1 intervals)."""
+        return (self.count - 1) / self.seconds
 
 
 async def measure_throughput(
@@ -438,7 +443,8 @@ async def measure_throughput(
     stream, durable = tasks_stream(agent), consumer_name(agent)
     await js.pause_consumer(stream, durable, _rfc3339(datetime.now(UTC) + timedelta(hours=1)))
     await spawn_many(js, agent, version, count)
-    results_before = (await js.stream_info(INSTANCES_STREAM)).state.messages
+    state = (await js.stream_info(INSTANCES_STREAM)).state
+    results_before, first_seq = state.messages, state.last_seq + 1
     stored_before = await stored_total(js)
     before = sample_cpu(hosts, server.pid)
     started = time.time()
@@ -449,9 +455,10 @@ async def measure_throughput(
     info = await js.stream_info(INSTANCES_STREAM)
     if info.state.messages - results_before != count:
         say(f"[yellow]{agent}: {info.state.messages - results_before} results for {count} tasks[/yellow]")
+    first = await js.get_msg(INSTANCES_STREAM, seq=first_seq)
     last = await js.get_msg(INSTANCES_STREAM, seq=info.state.last_seq)
-    assert last.time is not None
-    seconds = last.time.timestamp() - started
+    assert first.time is not None and last.time is not None
+    seconds = last.time.timestamp() - first.time.timestamp()
     whole = sum(a[0] - b[0] for a, b in zip(after.procs, before.procs, strict=True))
     loop = sum(a[1] - b[1] for a, b in zip(after.procs, before.procs, strict=True))
     per = 1000 / count
@@ -467,6 +474,7 @@ async def measure_throughput(
         server_ms=(after.server - before.server) * per,
         bench_ms=(after.bench - before.bench) * per,
         stored_per_inv=stored / count,
+        idle_s=first.time.timestamp() - started,
     )
 
 
