@@ -606,16 +606,16 @@ async def run_mesh(settings: Settings, agents: Agents, report: Report, workdir: 
             if "cold" in settings.parts:
                 # First, while nothing else is deployed: a host compiles every specialist it learns
                 # as it starts, and on a fresh cache those compiles would share the 2 cores.
-                with part(report, "cold start: hosts"):
+                with part(report, "host cold start"):
                     await run_host_cold(mesh, server, agents, report, workdir)
             versions["echo"] = await deploy(mesh, "echo", agents.echo)
             versions["trivial-waker"] = await deploy(mesh, "trivial-waker", agents.waker)
             versions["sleeper"] = await deploy(mesh, "sleeper", agents.waker)
             if "mesh" in settings.parts:
-                with part(report, "mesh: floors, throughput, scaling, latency"):
+                with part(report, "floors and throughput"):
                     await run_floors_and_throughput(settings, mesh, server, workdir, versions, report)
             if "awaits" in settings.parts:
-                with part(report, "an await: one HTTP call"):
+                with part(report, "HTTP await"):
                     await run_http(settings, mesh, server, agents, report, workdir)
             if "fairness" in settings.parts:
                 with part(report, "fairness"):
@@ -624,7 +624,7 @@ async def run_mesh(settings: Settings, agents: Agents, report: Report, workdir: 
                 with part(report, "wakes"):
                     await run_wakes(settings, mesh, server, workdir, versions["trivial-waker"], report)
             if "suspended" in settings.parts:
-                with part(report, "suspended instances: host RSS"):
+                with part(report, "suspended RSS"):
                     await run_suspended(settings, mesh, server, workdir, versions["sleeper"], report)
     finally:
         await asyncio.to_thread(server.stop)
@@ -957,7 +957,9 @@ def headline(report: Report) -> list[Row]:
             )
 
     if report.throughput:
-        rows.append(("## throughput, fsync on (queued tasks -> last result stored)", "", "", "", ""))
+        rows.append(
+            ("## throughput, fsync on (a queue of tasks: first result stored -> last)", "", "", "", "")
+        )
         t1 = report.rate("trivial")
         need = max(TARGET_CEILING_SHARE * ceiling, TARGET_VS_TODAY * TODAY_ONE_HOST)
         rows.append(
@@ -1461,18 +1463,18 @@ async def amain(settings: Settings) -> None:
     settings.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dagr-bench-all-") as tmp:
         workdir = Path(tmp)
-        with part(report, "build and compile"):
+        with part(report, "build"):
             agents = await asyncio.to_thread(prepare_agents, settings)
         if "sandbox" in settings.parts:
-            with part(report, "per invocation: wasmtime-py, Sandbox.run, Extism, subprocess"):
+            with part(report, "per call and peers"):
                 await asyncio.to_thread(run_per_call, settings, agents, report)
         if "cold" in settings.parts:
-            with part(report, "cold start: Sandbox.load"):
+            with part(report, "Sandbox.load cold"):
                 await asyncio.to_thread(run_sandbox_cold, agents, report, workdir)
         if settings.parts & {"mesh", "awaits", "cold", "fairness", "wakes", "suspended"}:
             await run_mesh(settings, agents, report, workdir)
         if "models" in settings.parts:
-            with part(report, "models: turns and agents awaiting"):
+            with part(report, "model turns and awaiting"):
                 await run_models(settings, report)
         if "local-model" in settings.parts:
             with part(report, "local model"):
@@ -1485,7 +1487,8 @@ async def amain(settings: Settings) -> None:
         f"compared with, one run, {total / 60:.1f} min"
     )
     print_headline(rows, title)
-    notes = where_the_time_goes(report) + report.notes
+    spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in report.seconds.items())
+    notes = [*where_the_time_goes(report), *report.notes, f"time per part: {spent}"]
     for note in notes:
         console.print(f"- {note}")
     console.print(f"[dim]{machine}[/dim]")
