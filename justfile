@@ -33,7 +33,7 @@ lint:
 bench-sandbox *ARGS:
     {{python}} benchmarks/bench_sandbox.py {{ARGS}}
 
-# Benchmark the mesh: real host processes on an embedded nats-server (about 8 min; --quick: 6).
+# Benchmark the mesh: real host processes on an embedded nats-server (--quick: about 6 min).
 bench-mesh *ARGS:
     {{python}} benchmarks/bench_mesh.py {{ARGS}}
 
@@ -49,6 +49,6 @@ bench-local-model *ARGS:
 bench-models *ARGS:
     {{python}} benchmarks/bench_models.py {{ARGS}}
 
-# Every benchmark, bounded (<15 min on 2 cores; --quick ~5): one table, each figure beside its floor or peer.
+# Every benchmark, bounded (<15 min on 2 cores; --quick ~2): one table, each figure beside its floor or peer.
 bench *ARGS:
     {{python}} benchmarks/bench_all.py {{ARGS}}
