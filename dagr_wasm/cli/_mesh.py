@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..deploy import prepare
+from ..errors import UsageError
 from ..mesh import (
     EmbeddedServer,
     Host,
@@ -43,6 +44,35 @@ __all__ = ["deploy_command", "host_command", "spawn_command", "up_command"]
 T = TypeVar("T")
 
 
+ConcurrencyFlag = Annotated[
+    int,
+    typer.Option(
+        "--concurrency",
+        "-c",
+        min=1,
+        help="Agents running at once (wasm slots; each instance up to its memory limit).",
+    ),
+]
+InFlightFlag = Annotated[
+    int | None,
+    typer.Option(
+        "--in-flight",
+        min=1,
+        help="Tasks fetched and not yet acked at most: waiting for a slot, running or committing "
+        "(default: 4 per slot).",
+    ),
+]
+
+
+def check_slots(concurrency: int, in_flight: int | None) -> None:
+    """A pipeline shallower than the wasm slots would leave slots nobody can fill."""
+    if in_flight is not None and in_flight < concurrency:
+        raise UsageError(
+            f"--in-flight {in_flight} is less than --concurrency {concurrency}: tasks in flight "
+            f"include the running ones; give at least {concurrency}, or leave it out (4 per slot)"
+        )
+
+
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
     async def runner() -> T:
         return await main()
@@ -55,6 +85,7 @@ async def serve_host(
     *,
     concurrency: int,
     stop: asyncio.Event,
+    in_flight: int | None = None,
     quiet: bool = False,
     workers: int | None = None,
     specialist_concurrency: int | None = None,
@@ -69,6 +100,7 @@ async def serve_host(
     config = HostConfig(
         layout=mesh.layout,
         concurrency=concurrency,
+        in_flight=in_flight,
         host_id=host_id,
         workers=workers,
         specialist_concurrency=specialist_concurrency,
@@ -122,9 +154,8 @@ def up_command(
     ] = None,
     port: Annotated[int, typer.Option("--port", help="Client port of the embedded nats-server.")] = 4222,
     monitor_port: Annotated[int, typer.Option("--monitor-port", help="Its HTTP monitoring port.")] = 8222,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Invocations in flight.")
-    ] = 8,
+    concurrency: ConcurrencyFlag = 8,
+    in_flight: InFlightFlag = None,
     no_sync: Annotated[
         bool,
         typer.Option(
@@ -151,6 +182,7 @@ def up_command(
 
     Example: dagr up
     """
+    check_slots(concurrency, in_flight)
     store = default_store_dir(data_dir)
     credentials = None if insecure_no_auth else credentials_dir(data_dir)
     policy = http_policy(secrets, allow_private=http_allow_private)
@@ -196,6 +228,7 @@ def up_command(
                 await serve_host(
                     mesh,
                     concurrency=concurrency,
+                    in_flight=in_flight,
                     stop=stop,
                     http=policy,
                     models=model_config,
@@ -212,9 +245,8 @@ def up_command(
 
 @with_connection
 def host_command(
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Invocations in flight.")
-    ] = 8,
+    concurrency: ConcurrencyFlag = 8,
+    in_flight: InFlightFlag = None,
     replicas: Annotated[
         int,
         typer.Option(
@@ -253,6 +285,7 @@ def host_command(
 
     Example: dagr host --nats nats://10.0.0.5:4222,nats://10.0.0.6:4222 --concurrency 16 --replicas 3
     """
+    check_slots(concurrency, in_flight)
     options = connection.options(for_host=True)
     trusted = frozenset(key.strip() for key in (trusted_publishers or "").split(",") if key.strip())
     policy = http_policy(secrets, allow_private=http_allow_private)
@@ -267,6 +300,7 @@ def host_command(
             await serve_host(
                 mesh,
                 concurrency=concurrency,
+                in_flight=in_flight,
                 stop=stop,
                 workers=workers,
                 specialist_concurrency=specialist_concurrency,

@@ -147,15 +147,21 @@ class Executor(Protocol):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostConfig:
     layout: Layout = Layout()
-    #: Tasks in flight on this host at most: fetched, running, or committing.
+    #: Agents running on this host at once (wasm slots): with each instance's memory limit, what
+    #: bounds the memory agents may take.
     concurrency: int = 16
+    #: Tasks fetched and not yet acked at most: waiting for a wasm slot, deciding, running or
+    #: committing (default: four per wasm slot). A task spends most of its time in round trips to
+    #: the server, so a pipeline deeper than the wasm slots keeps them busy (see _feed.py).
+    in_flight: int | None = None
     #: Threads running wasm at most (default: one per slot). An idle thread is reused before a new one
     #: starts, so short work stays on one hot thread (measured: two threads taking turns made trivial
     #: invocations slower); more start only while others are busy, so a slow agent never holds up
     #: the rest. See _workers.py. More cores are used by more host processes.
     workers: int | None = None
-    #: Tasks of one specialist in flight at most (default: half the slots, at least one), so that
-    #: one specialist's agents, hostile or just busy, cannot take every slot from the others.
+    #: Agents of one specialist running at once at most (default: half the slots, at least one),
+    #: so that one specialist's agents, hostile or just busy, cannot take every slot from the
+    #: others; its tasks in flight are capped in the same proportion.
     specialist_concurrency: int | None = None
     #: Outbound calls (model and HTTP tasks) in flight at most: they wait on a remote, run no
     #: agent code and hold no wasm slot; one specialist may hold half. Each provider is further
@@ -216,11 +222,18 @@ class Host:
         self._workers = WorkerPool(
             max_workers=config.workers or config.concurrency, demote_after_s=config.demote_after_s
         )
+        specialist_cap = min(
+            config.specialist_concurrency or max(1, config.concurrency // 2), config.concurrency
+        )
+        # The CLI refuses an in-flight bound below the slots; an embedder's is raised to them.
+        in_flight = max(config.in_flight or 4 * config.concurrency, config.concurrency)
         self._feed = TaskFeed(
             js,
             FeedConfig(
                 concurrency=config.concurrency,
-                specialist_cap=config.specialist_concurrency or max(1, config.concurrency // 2),
+                specialist_cap=specialist_cap,
+                in_flight=in_flight,
+                specialist_in_flight=max(1, in_flight * specialist_cap // config.concurrency),
                 fetch_batch=config.fetch_batch,
                 heartbeat_s=config.layout.ack_wait_s / 3,
                 call_concurrency=config.call_concurrency,
@@ -563,7 +576,8 @@ class Host:
                 tree_spawns_left=max(limits.max_tree_instances - 1 - tree_count[0], 0),
                 model_budget=model_budget,
             )
-            outcome = await self._workers.run(self._executor.run, agent, invocation)
+            async with self._feed.running(name, msg):
+                outcome = await self._workers.run(self._executor.run, agent, invocation)
             if outcome.status is Status.ERROR:
                 retry = decide_error(
                     outcome,

@@ -322,6 +322,19 @@ def test_missing_tls_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--tls-ca /nonexistent/ca.pem: no such file" in err
 
 
+@pytest.mark.parametrize("command", ["host", "up"])
+def test_fewer_tasks_in_flight_than_slots_is_refused(
+    command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    flags = ["--nats", "nats://127.0.0.1:1"] if command == "host" else ["--data-dir", str(data)]
+    code = main([command, "--concurrency", "8", "--in-flight", "4", *flags])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "--in-flight 4 is less than --concurrency 8" in err
+    assert not data.exists()
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -11,12 +11,13 @@ from typing import Any
 import cbor2
 import pytest
 import watkit
-from meshkit import RunHost
+from meshkit import RunHost, deploying
 from nats.js.errors import NotFoundError as JsNotFound
 
 from dagr_wasm.errors import NotFoundError
 from dagr_wasm.manifest import Manifest
 from dagr_wasm.mesh import EmbeddedServer, Layout, Mesh, SpecialistVersion
+from dagr_wasm.mesh._layout import consumer_name, tasks_stream
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -190,6 +191,41 @@ async def test_stopping_a_host_finishes_or_hands_back_its_work(
     for i, instance in enumerate(instances):
         assert await result_value(mesh, instance) == {"echo": f"handover {i}"}
         assert len(await mesh.logs(instance)) == 1
+
+
+sleepy = deploying("hostile-sleep")
+
+
+async def test_a_host_runs_at_most_its_slots_while_more_tasks_are_in_flight(
+    mesh: Mesh, nats_server: EmbeddedServer, run_host: RunHost, sleepy: None
+) -> None:
+    """4 wasm slots (2 for one specialist) bound the agents running at once; the pipeline behind
+    them holds every task fetched, so a slot never waits for a fetch."""
+    await run_host(nats_server, concurrency=4)
+    instances = [await mesh.spawn("hostile-sleep", "naps:0.6") for _ in range(8)]
+    most_in_flight = 0
+
+    async def all_finished() -> bool:
+        nonlocal most_in_flight
+        info = await mesh.js.consumer_info(tasks_stream("hostile-sleep"), consumer_name("hostile-sleep"))
+        most_in_flight = max(most_in_flight, info.num_ack_pending)
+        results = [await mesh.result(instance) for instance in instances]
+        return all(result is not None for result in results)
+
+    await eventually(all_finished, timeout_s=60, what="8 sleepers finished")
+    assert most_in_flight > 2, "the host fetched no more tasks than it had slots"
+    runs = []
+    for instance in instances:
+        [record] = await mesh.logs(instance)
+        assert record.state == "finished" and record.invocation and record.invocation.wall_ms
+        runs.append((record.updated_ms - record.invocation.wall_ms, record.updated_ms))
+    # At any moment at most 2 ran (each interval shrunk by 100 ms for the commit's latency).
+    edges = sorted([(start + 100, 1) for start, _ in runs] + [(end - 100, -1) for _, end in runs])
+    running = most_running = 0
+    for _at, change in edges:
+        running += change
+        most_running = max(most_running, running)
+    assert most_running == 2
 
 
 async def test_a_large_result_travels_through_the_commit(
