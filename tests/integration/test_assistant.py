@@ -204,7 +204,10 @@ def test_registered_as_claude_code_it_runs_the_original_scenario(
     assert all(c["gen_ai.response.model"] == "scripted-model-1" for c in calls)
     assert calls[0]["gen_ai.response.finish_reasons"] == ["tool-calls"]
     assert calls[0]["gen_ai.input.messages"][0]["role"] == "system"
-    assert calls[0]["gen_ai.input.messages"][1] == {"role": "user", "parts": [{"type": "text", "content": TASK}]}
+    assert calls[0]["gen_ai.input.messages"][1] == {
+        "role": "user",
+        "parts": [{"type": "text", "content": TASK}],
+    }
     assert calls[1]["gen_ai.output.messages"][0]["parts"][0]["content"] == SCRIPT[1].text
     # The same conversation as under its own name: nothing in it depends on the name.
     check_conversation(provider, "openai")

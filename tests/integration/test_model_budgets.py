@@ -99,7 +99,9 @@ async def test_a_call_that_does_not_fit_the_token_budget_is_refused_before_it_is
         root = await mesh.spawn("model-tree", json.dumps({"levels": 1, "calls": 1}))
         result = await result_value(mesh, root)
         assert result["answered"] == 0 and result["refused"] == ["quota-exceeded"]
-        assert "does not cover this call" in result["reasons"][0] and "$1.000000 allowed" in result["reasons"][0]
+        assert (
+            "does not cover this call" in result["reasons"][0] and "$1.000000 allowed" in result["reasons"][0]
+        )
         assert provider.requests == []
         account = await mesh.model_account(root)
         assert account.tree.calls == 0 and account.held.calls == 0
