@@ -6,7 +6,8 @@ freed again one by one: py-spy on a host working through trivial invocations fou
 wasm threads' samples there (benchmarks/profile_host.py), all of it Python holding the GIL the
 event loop needs. The handler's parameter and result types are the same for every call of one
 component, so ``HandlerCall`` resolves them once per component and keeps them; the cases of a
-variant-like type are remembered on the type object (types are immutable). Host functions, the
+variant-like type, and whether a list type is a byte list, are remembered on the type object
+(types are immutable). Host functions, the
 other direction, are registered with ``add_host_func``: its trampoline reads a function's types at
 its first call and keeps them (a Python agent makes ~20 host calls an invocation, each of which
 had its types rebuilt and freed: ~20 % of a Python echo's wasm-thread samples). The conversions
@@ -33,6 +34,7 @@ __all__ = ["HandlerCall", "add_host_func", "install"]
 _installed = False
 _MEMO = "_dagr_cases"
 _TAGGED = "_dagr_tagged"
+_BYTES = "_dagr_bytes"
 
 
 def _memoized(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -45,24 +47,28 @@ def _memoized(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return cases
 
 
-def _tagged_memo(original: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    def tagged(self: Any) -> bool:
-        found = self.__dict__.get(_TAGGED)
+def _flag_memo(original: Callable[[Any], bool], key: str) -> Callable[[Any], bool]:
+    def flag(self: Any) -> bool:
+        found = self.__dict__.get(key)
         if found is None:
-            found = self.__dict__[_TAGGED] = original(self)
+            found = self.__dict__[key] = original(self)
         return bool(found)
 
-    return tagged
+    return flag
 
 
 def install() -> None:
-    """Remember the cases of variant, result and option types on the type object; idempotent."""
+    """Remember the cases of variant, result and option types, and whether a list type holds
+    bytes, on the type object; idempotent."""
     global _installed
     if _installed:
         return
     for cls in (types_mod.VariantType, types_mod.ResultType, types_mod.OptionType):
         cls._cases = _memoized(cls._cases)  # type: ignore[method-assign,assignment]
-    types_mod.VariantLikeType._tagged = _tagged_memo(types_mod.VariantLikeType._tagged)  # type: ignore[method-assign,assignment]
+    types_mod.VariantLikeType._tagged = _flag_memo(types_mod.VariantLikeType._tagged, _TAGGED)  # type: ignore[method-assign,assignment]
+    # Whether a list is a byte list: asked at every lift and lower of one (each WASI random call's
+    # answer, every payload), each time through a new element type made and freed.
+    types_mod.ListType._is_bytes = _flag_memo(types_mod.ListType._is_bytes, _BYTES)  # type: ignore[method-assign,assignment]
     _installed = True
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import watkit
 from wasmtime import Store
-from wasmtime.component import Func
+from wasmtime.component import U8, Func
 
 from dagr_wasm.invocation import Start
 from dagr_wasm.policy import Limits
@@ -55,3 +55,14 @@ def test_the_cases_of_a_variant_are_wasmtime_pys_and_are_kept_on_the_type(sandbo
         assert first is event_type._cases()  # remembered, not asked again
         assert [name for name, _ in first] == [name for name, _ in event_type.cases]
         assert event_type._tagged() is True  # start and wake both carry a string
+
+
+def test_whether_a_list_holds_bytes_is_wasmtime_pys_answer_and_is_kept_on_the_type(
+    sandbox: Sandbox,
+) -> None:
+    with handler(sandbox) as (handle, store, _contract):
+        payload_type = handle.type(store).result.ok  # result<list<u8>, string>
+        assert isinstance(payload_type.element, U8)
+        assert payload_type._is_bytes() is True
+        assert payload_type.__dict__["_dagr_bytes"] is True  # remembered, not asked again
+        assert payload_type._is_bytes() is True
