@@ -19,6 +19,7 @@ from test_mesh import eventually, messages, reply_counts, stored
 
 from dagr_wasm.mesh import ConnectOptions, EmbeddedServer, Layout, Mesh, Role, ServerConfig
 from dagr_wasm.mesh._cluster import LoopbackCluster
+from dagr_wasm.mesh._layout import consumer_name, tasks_stream
 from dagr_wasm.sandbox import Sandbox
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
@@ -69,6 +70,39 @@ async def test_sigkill_of_a_host_mid_stream_loses_and_duplicates_nothing(
     assert reply_counts(await messages(mesh, "DAGR_AGENTS", replies)) == list(range(1, 501))
     count = await mesh.js.get_msg("KV_dagr-state", subject=f"$KV.dagr-state.i.{instance}.count", direct=True)
     assert cbor2.loads(count.data or b"") == 500
+    survivor.stop()
+
+
+async def test_sigkill_of_a_host_with_tasks_waiting_for_its_wasm_slots_loses_and_duplicates_nothing(
+    mesh: Mesh, nats_server: EmbeddedServer, host_process: StartHostProcess
+) -> None:
+    """A host fetches more tasks than it runs at once (its in-flight pipeline): the ones waiting
+    for a wasm slot when it dies go to another host, and every task's effects happen once."""
+    victim = host_process(nats_server, concurrency=2)  # 1 wasm slot for counter, 4 tasks in flight
+    tag = uuid.uuid4().hex[:8]
+    replies = f"agents.main.test.waiting-{tag}"
+    instances = [f"counter-{tag}-{i}" for i in range(300)]
+    for instance in instances:
+        await mesh.send("counter", instance, b"tick", reply_to=replies, task_id=f"{instance}-0")
+
+    async def victim_holds_waiting_tasks() -> bool:
+        info = await mesh.js.consumer_info(tasks_stream("counter"), consumer_name("counter"))
+        return info.num_ack_pending > 1 and await stored(mesh, "DAGR_AGENTS", replies) >= 30
+
+    await eventually(victim_holds_waiting_tasks, timeout_s=120, what="the victim to hold waiting tasks")
+    victim.kill()  # SIGKILL: one task running or committing, the rest waiting for its slot
+    survivor = host_process(nats_server, concurrency=2)
+
+    async def all_done() -> bool:
+        return await stored(mesh, "DAGR_AGENTS", replies) >= len(instances)
+
+    await eventually(all_done, timeout_s=300, what="every reply after the crash")
+    assert reply_counts(await messages(mesh, "DAGR_AGENTS", replies)) == [1] * len(instances)
+    for instance in instances:
+        count = await mesh.js.get_msg(
+            "KV_dagr-state", subject=f"$KV.dagr-state.i.{instance}.count", direct=True
+        )
+        assert cbor2.loads(count.data or b"") == 1, instance
     survivor.stop()
 
 
