@@ -7,7 +7,7 @@ collapsed stacks) until the backlog is drained. Prints the rate, then the functi
 samples, by thread role (the event loop, the wasm workers, the rest), self and inclusive, and
 writes the collapsed stacks (for flamegraph.pl or speedscope) next to the summary.
 
-    python benchmarks/profile_host.py [--agent trivial|echo] [--tasks 3000] [--concurrency 16]
+    python benchmarks/profile_host.py [--agent trivial|echo|counter|writer] [--tasks 3000] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_mesh import (
+    ROOT,
     WARMUP_TASKS,
+    Agent,
     HostGroup,
     _rfc3339,
     drained,
@@ -33,6 +35,8 @@ from bench_mesh import (
     spawn_many,
 )
 
+from dagr_wasm.build import build_agent
+from dagr_wasm.manifest import Manifest, load_manifest
 from dagr_wasm.mesh import EmbeddedServer, Mesh, ServerConfig
 from dagr_wasm.mesh._client import ConnectOptions
 from dagr_wasm.mesh._layout import consumer_name, tasks_stream
@@ -40,6 +44,12 @@ from dagr_wasm.paths import compiled_cache_dir
 from dagr_wasm.sandbox import Sandbox
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "bench"
+#: Puts "k" = "k" in its instance's state, then returns its context.
+WRITER_BODY = """
+    (call $state_put (i32.const 0) (i32.const 1024) (i32.const 1) (i32.const 1024) (i32.const 1)
+                     (global.get $retarea))
+    (call $ok (local.get $p1) (local.get $p2))
+"""
 
 
 def summarize(raw: Path, top: int) -> str:
@@ -95,6 +105,17 @@ async def amain(
     workdir = Path(tempfile.mkdtemp(prefix="dagr-profile-"))
     with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
         agents = prepare_agents(sandbox)
+        if agent == "writer":  # the trivial WAT agent writing one state key: an atomic batch each
+            import watkit  # on the path once prepare_agents ran
+
+            wasm = watkit.component(WRITER_BODY, extra=watkit.data(1024, "k"))
+            sandbox.load(wasm)
+            agents["writer"] = Agent("writer", "trivial WAT writing state", wasm, Manifest(name="writer"))
+        if agent == "counter":  # a Python agent writing state: its commit is an atomic batch
+            wasm = build_agent(ROOT / "agents" / "counter").wasm.read_bytes()
+            sandbox.load(wasm)
+            manifest = load_manifest(ROOT / "agents" / "counter" / "dagr.toml")
+            agents["counter"] = Agent("counter", "Python counter (writes state)", wasm, manifest)
     chosen = agents[agent]
     with EmbeddedServer(config=ServerConfig(store_dir=workdir / "store", port=0, monitor_port=0)) as server:
         async with await Mesh.connect(ConnectOptions(servers=(server.url,))) as mesh:
@@ -141,7 +162,7 @@ async def amain(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agent", choices=("trivial", "echo"), default="trivial")
+    parser.add_argument("--agent", choices=("trivial", "echo", "counter", "writer"), default="trivial")
     parser.add_argument("--tasks", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--top", type=int, default=25)

@@ -32,7 +32,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeAlias
+from typing import Any
 
 import cbor2
 from nats.aio.client import Client as NATS
@@ -54,6 +54,7 @@ from ..invocation import (
     Status,
 )
 from ..policy import Capabilities, Grants, Limits, is_valid_subject, subject_matches
+from ._batches import BatchCommit, GroupCommit, StateMsg
 from ._layout import (
     AGENTS_SUBJECTS,
     MARKER_TTL_S,
@@ -101,6 +102,13 @@ __all__ = [
 
 _ELSS = "Nats-Expected-Last-Subject-Sequence"
 _CONFLICT_CODES = {10071, 10164}
+
+
+def _is_conflict(reply: dict[str, Any]) -> bool:
+    """Whether JetStream refused a batch for a failed guard (a wrong last sequence)."""
+    return int((reply.get("error") or {}).get("err_code", 0)) in _CONFLICT_CODES
+
+
 _PUBLISH_TIMEOUT_S = 10.0
 #: How long a "does a stream capture this subject" answer is reused, and how many are kept.
 _CAPTURE_TTL_S = 10.0
@@ -114,10 +122,6 @@ def iso_at(unix_ms: int) -> str:
 
     stamp = datetime.fromtimestamp(unix_ms / 1000, tz=UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{unix_ms % 1000:03d}Z"
-
-
-#: A message of an atomic state batch: bucket subject, value, headers (guards, KV operation).
-StateMsg: TypeAlias = tuple[str, bytes, dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +461,7 @@ class Committer:
         self._kv: Any = None
         #: subject -> (whether a stream captures it, until when that answer is trusted)
         self._streams: dict[str, tuple[bool, float]] = {}
+        self.batches = GroupCommit(self._send_batch, self._settle_alone)
 
     async def _bucket(self) -> Any:
         if self._kv is None:
@@ -596,6 +601,10 @@ class Committer:
                 raise OutboxRefused(
                     f"the state commit holds a message the server cannot take ({subject[:80]!r})"
                 )
+        return await self.batches.commit(BatchCommit(messages, what=what, marker=marker))
+
+    async def _send_batch(self, messages: list[StateMsg]) -> dict[str, Any]:
+        """One atomic batch on the state stream; the server's answer (with ``error`` if refused)."""
         batch_id = uuid.uuid4().hex
         reply: dict[str, Any] = {}
         try:
@@ -617,14 +626,18 @@ class Committer:
                     await self._nc.publish(subject, data, headers=h)
         except (NatsTimeout, NoRespondersError) as exc:
             raise RuntimeFailure(f"state commit did not complete: {exc!r}") from exc
+        return reply
+
+    async def _settle_alone(self, item: BatchCommit, reply: dict[str, Any]) -> bool:
+        """One commit's result from the answer to a batch of its own."""
         error = reply.get("error")
         if error is None:
             return True
-        code = int(error.get("err_code", 0))
-        if code in _CONFLICT_CODES:
-            if await self._reader.raw(marker) is not None:
+        if _is_conflict(reply):
+            if await self._reader.raw(item.marker) is not None:
                 return False  # committed before: the marker's guard is what failed
-            raise CommitConflict(f"{what}: {error.get('description', 'state changed')}")
+            raise CommitConflict(f"{item.what}: {error.get('description', 'state changed')}")
+        code = int(error.get("err_code", 0))
         raise RuntimeFailure(f"state commit refused by JetStream: {error.get('description')} ({code})")
 
     async def publish(self, outbox: Outbox, *, replay: bool = False) -> None:
