@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,12 @@ EXTISM_ECHO_WAT = """(module
 """
 # The subprocess peer: a fresh interpreter per task, isolated mode, echoing its stdin.
 SUBPROCESS_ECHO = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"
+#: Puts "k" = "k" in its instance's state, then returns its context.
+WRITER_BODY = """
+    (call $state_put (i32.const 0) (i32.const 1024) (i32.const 1) (i32.const 1024) (i32.const 1)
+                     (global.get $retarea))
+    (call $ok (local.get $p1) (local.get $p2))
+"""
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,7 @@ class Agents:
     echo: bytes
     waker: bytes  # the trivial waker: suspends until the Unix ms in its start context
     extism_echo: bytes
+    writer: bytes  # the trivial agent writing one state key: its commit is an atomic batch
     hostile: dict[str, bytes] = field(default_factory=dict)
     fetcher: bytes = b""
 
@@ -285,6 +293,7 @@ def prepare_agents(settings: Settings) -> Agents:
         echo=build_agent(ROOT / "agents" / "echo").wasm.read_bytes(),
         waker=watkit.component(WAKER_BODY, locals_="(local $i i32) (local $due i64)"),
         extism_echo=wat_to_wasm(EXTISM_ECHO_WAT),
+        writer=watkit.component(WRITER_BODY, extra=watkit.data(1024, "k")),
     )
     if "fairness" in settings.parts:
         agents.hostile = {
@@ -294,7 +303,14 @@ def prepare_agents(settings: Settings) -> Agents:
     if "awaits" in settings.parts:
         agents.fetcher = build_agent(ROOT / "agents" / "fetcher").wasm.read_bytes()
     with Sandbox(cache_dir=compiled_cache_dir()) as sandbox:
-        for wasm in (agents.trivial, agents.echo, agents.waker, *agents.hostile.values(), agents.fetcher):
+        for wasm in (
+            agents.trivial,
+            agents.echo,
+            agents.waker,
+            agents.writer,
+            *agents.hostile.values(),
+            agents.fetcher,
+        ):
             if wasm:
                 sandbox.load(wasm)
     return agents
@@ -590,6 +606,41 @@ async def spawn_latency(mesh: Mesh, agent: str, rate: float, seconds: float) -> 
     }
 
 
+async def batch_floor(mesh: Mesh, *, count: int, in_flight: int) -> float:
+    """Atomic batches/s of bare nats-py on the state stream, one commit each (a key and a marker
+    that must not exist, as ``Committer`` sends them), ``in_flight`` at once: a stateful commit
+    before group commit."""
+    nc, slots, tag = mesh.nc, asyncio.Semaphore(in_flight), uuid.uuid4().hex[:8]
+    prefix = "$KV.dagr-state."
+
+    async def one(n: int) -> None:
+        async with slots:
+            batch = f"{tag}{n}"
+            common = {"Nats-Batch-Id": batch}
+            await nc.request(
+                f"{prefix}i.floor{tag}{n}.k", b"k", headers={**common, "Nats-Batch-Sequence": "1"}, timeout=10
+            )
+            answer = await nc.request(
+                f"{prefix}x.floor{tag}{n}",
+                b"o",
+                headers={
+                    **common,
+                    "Nats-Batch-Sequence": "2",
+                    "Nats-Batch-Commit": "1",
+                    "Nats-Expected-Last-Subject-Sequence": "0",
+                },
+                timeout=10,
+            )
+            if b"error" in (answer.data or b""):
+                raise RuntimeError(f"the floor's batch was refused: {answer.data!r}")
+
+    began = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for n in range(count):
+            group.create_task(one(n))
+    return count / (time.perf_counter() - began)
+
+
 async def deploy(mesh: Mesh, name: str, wasm: bytes, limits: Limits | None = None) -> int:
     manifest = Manifest(name=name, limits=limits) if limits is not None else Manifest(name=name)
     return (await mesh.deploy(manifest, wasm)).version
@@ -609,6 +660,7 @@ async def run_mesh(settings: Settings, agents: Agents, report: Report, workdir: 
                 with part(report, "host cold start"):
                     await run_host_cold(mesh, server, agents, report, workdir)
             versions["echo"] = await deploy(mesh, "echo", agents.echo)
+            versions["writer"] = await deploy(mesh, "writer", agents.writer)
             versions["trivial-waker"] = await deploy(mesh, "trivial-waker", agents.waker)
             versions["sleeper"] = await deploy(mesh, "sleeper", agents.waker)
             if "mesh" in settings.parts:
@@ -661,9 +713,14 @@ async def run_floors_and_throughput(
         await down(stub)
 
     # One host: each agent's maximum, then spawn-to-reply at half of it on the same warm host.
+    report.floors["nats-batch"] = (
+        await batch_floor(mesh, count=settings.floor_tasks, in_flight=SLOTS),
+        math.nan,
+    )
     one = HostGroup(server.url, 1, SLOTS, workdir)
     await up(one, report)
     try:
+        await throughput(mesh, server, one, report, "writer", versions["writer"], settings.tasks["trivial"])
         for agent in ("trivial", "echo"):
             t = await throughput(mesh, server, one, report, agent, versions[agent], settings.tasks[agent])
             rate = t.rate / 2
@@ -680,8 +737,9 @@ async def run_floors_and_throughput(
     two = HostGroup(server.url, 2, SLOTS, workdir)
     await up(two, report)
     try:
-        for agent in ("trivial", "echo"):
-            await throughput(mesh, server, two, report, agent, versions[agent], settings.tasks[agent])
+        for agent in ("writer", "trivial", "echo"):
+            count = settings.tasks["trivial" if agent == "writer" else agent]
+            await throughput(mesh, server, two, report, agent, versions[agent], count)
     finally:
         await down(two)
 
@@ -972,6 +1030,20 @@ def headline(report: Report) -> list[Row]:
                 + verdict(t1 >= need),
             )
         )
+        writer_one, writer_two = report.rate("writer"), report.rate("writer", 2)
+        batch_rate = report.floors.get("nats-batch", (math.nan, math.nan))[0]
+        if not math.isnan(writer_one):
+            rows.append(
+                (
+                    f"trivial WAT writing one state key (an atomic batch per commit), 1 / 2 host "
+                    f"processes x {SLOTS}",
+                    f"{writer_one:,.0f} / {writer_two:,.0f} inv/s",
+                    f"bare nats-py, one atomic batch per commit, {SLOTS} in flight (no group commit): "
+                    f"{batch_rate:,.0f}/s",
+                    f"{writer_one / batch_rate:.2f}x / {writer_two / batch_rate:.2f}x",
+                    "",
+                )
+            )
         for name, label in labels:
             one, two = report.rate(name), report.rate(name, 2)
             rows.append(
