@@ -19,8 +19,9 @@ The protocol, for a task ``t`` whose invocation returned (or suspended, failed, 
    already has.
 4. **Ack.** Last. A lost ack only causes a replay of step 3.
 
-Atomic batches cost ~3-5 ms each on file storage (measured: ~300/s per server), so invocations
-without state writes skip them; markers expire after a day, after the task has long been settled.
+Atomic batches cost ~3-5 ms each on file storage, so invocations without state writes skip them,
+and those with state writes that commit together share one batch (group commit, ``_batches.py``);
+markers expire after a day, after the task has long been settled.
 Every stored message costs the server an fsync (``sync_interval: always``), so an invocation that
 returns without a parent stores two: its marker and its journal record.
 """

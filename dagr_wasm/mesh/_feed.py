@@ -51,6 +51,10 @@ __all__ = ["FeedConfig", "RunSlots", "TaskFeed", "is_call", "quietly"]
 
 _log = logging.getLogger(__name__)
 
+#: How long a fetch for a batch may wait when the tasks it expected were taken by another host
+#: first (it then waits for a whole batch to arrive): short, and the next fetch asks for one.
+_RACE_WAIT_S = 0.05
+
 #: Handles one fetched task; acks or naks it itself. Raising hands it back with a delay.
 Handler = Callable[[str, Msg], Awaitable[None]]
 #: Told once about a task still in flight after a heartbeat interval (the host records `running`).
@@ -260,18 +264,26 @@ class TaskFeed:
             except Exception as exc:
                 _log.warning("cannot pull from %s yet (%r); again in 1 s", consumer, exc)
                 await asyncio.sleep(1.0)
+        backlog = True
         while not stopping.is_set():
             async with self._slot_freed:
                 await self._slot_freed.wait_for(lambda: fetchable() > 0)
-            wanted = min(self.config.fetch_batch, fetchable())
+            # nats-py's fetch(n) takes what is there at once; when nothing is, it waits until n
+            # tasks came or the timeout passed, holding the first ones meanwhile (measured: p99
+            # spawn-to-reply 29 ms at 669 spawns/s with 28 asked for). So a batch is asked for
+            # only while the last task fetched said more were pending; otherwise one, which
+            # returns as soon as it arrives.
+            wanted = min(self.config.fetch_batch, fetchable()) if backlog else 1
             try:
-                messages = await subscription.fetch(wanted, timeout=1.0)
+                messages = await subscription.fetch(wanted, timeout=1.0 if wanted == 1 else _RACE_WAIT_S)
             except (NatsTimeout, TimeoutError):
+                backlog = False
                 continue
             except Exception as exc:  # connection trouble: back off, keep the loop alive
                 _log.warning("fetch from %s failed: %r", consumer, exc)
                 await asyncio.sleep(0.5)
                 continue
+            backlog = bool(messages) and messages[-1].metadata.num_pending > 0
             for message in messages:
                 self._waiting[id(message)] = message
             for index, message in enumerate(messages):
