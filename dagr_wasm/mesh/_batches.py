@@ -127,6 +127,9 @@ class GroupCommit:
         subjects = {subject for subject, _data, _headers in mine.messages}
         while self._queue:
             nxt = self._queue[0]
+            if nxt.outcome.done():  # cancelled, not yet out of the queue: nothing of it is sent
+                self._queue.popleft()
+                continue
             count += len(nxt.messages)
             size += nxt.size
             theirs = {subject for subject, _data, _headers in nxt.messages}
@@ -149,10 +152,13 @@ class GroupCommit:
             self._pass_lead()
 
     def _pass_lead(self) -> None:
-        if self._queue:
-            self._queue.popleft().outcome.set_result(_LEAD)  # the leader's place goes with it
-        else:
-            self._leaders -= 1
+        while self._queue:
+            nxt = self._queue.popleft()
+            # A waiter cancelled a moment ago has a cancelled future but has not left the queue yet.
+            if not nxt.outcome.done():
+                nxt.outcome.set_result(_LEAD)  # the leader's place goes with it
+                return
+        self._leaders -= 1
 
     async def _commit_group(self, group: list[BatchCommit]) -> None:
         self.stats.batches += 1
