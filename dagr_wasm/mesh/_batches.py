@@ -86,7 +86,7 @@ class BatchStats:
     commits: int = 0
     #: Commits that shared a batch with others.
     grouped: int = 0
-    #: Groups sent again one commit at a time after a guard failed.
+    #: Groups sent again one commit at a time after the server refused them.
     split: int = 0
 
 
@@ -145,7 +145,7 @@ class GroupCommit:
             # The leader's task was cancelled (the host stopping) mid-batch: whether the batch
             # committed is unknown, so every commit in it is handed back to find out from its marker.
             lost = RuntimeFailure(f"the state commit was interrupted: {exc!r}")
-            for item in group:
+            for item in group[1:]:  # the leader's own commit ends with the exception itself
                 item.settle(lost)
             raise
         finally:
