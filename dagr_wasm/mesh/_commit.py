@@ -104,18 +104,17 @@ __all__ = [
 _ELSS = "Nats-Expected-Last-Subject-Sequence"
 _CONFLICT_CODES = {10071, 10164}
 
-
-def _is_conflict(reply: dict[str, Any]) -> bool:
-    """Whether JetStream refused a batch for a failed guard (a wrong last sequence)."""
-    return int((reply.get("error") or {}).get("err_code", 0)) in _CONFLICT_CODES
-
-
 _PUBLISH_TIMEOUT_S = 10.0
 #: How long a "does a stream capture this subject" answer is reused, and how many are kept.
 _CAPTURE_TTL_S = 10.0
 _MAX_KNOWN_SUBJECTS = 4096
 #: Room for a message's headers and subject beside its payload.
 _HEADROOM_BYTES = 1024
+
+
+def _is_conflict(reply: dict[str, Any]) -> bool:
+    """Whether JetStream refused a batch for a failed guard (a wrong last sequence)."""
+    return int((reply.get("error") or {}).get("err_code", 0)) in _CONFLICT_CODES
 
 
 def iso_at(unix_ms: int) -> str:
