@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from wasmtime import WasmtimeError
 from wasmtime import _ffi as ffi
@@ -31,30 +31,24 @@ from wasmtime.component._enter import catch_exceptions, enter_wasm
 
 __all__ = ["HandlerCall", "add_host_func", "install"]
 
+T = TypeVar("T")
+
 _installed = False
-_MEMO = "_dagr_cases"
+_CASES = "_dagr_cases"
 _TAGGED = "_dagr_tagged"
 _BYTES = "_dagr_bytes"
 
 
-def _memoized(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def cases(self: Any) -> Any:
-        found = self.__dict__.get(_MEMO)
-        if found is None:
-            found = self.__dict__[_MEMO] = original(self)
-        return found
+def _remembered(original: Callable[[Any], T], key: str) -> Callable[[Any], T]:
+    """``original`` (a method of an immutable type) answered once per object, kept under ``key``."""
 
-    return cases
-
-
-def _flag_memo(original: Callable[[Any], bool], key: str) -> Callable[[Any], bool]:
-    def flag(self: Any) -> bool:
-        found = self.__dict__.get(key)
+    def remembered(self: Any) -> T:
+        found: T | None = self.__dict__.get(key)
         if found is None:
             found = self.__dict__[key] = original(self)
-        return bool(found)
+        return found
 
-    return flag
+    return remembered
 
 
 def install() -> None:
@@ -64,11 +58,11 @@ def install() -> None:
     if _installed:
         return
     for cls in (types_mod.VariantType, types_mod.ResultType, types_mod.OptionType):
-        cls._cases = _memoized(cls._cases)  # type: ignore[method-assign,assignment]
-    types_mod.VariantLikeType._tagged = _flag_memo(types_mod.VariantLikeType._tagged, _TAGGED)  # type: ignore[method-assign,assignment]
+        cls._cases = _remembered(cls._cases, _CASES)  # type: ignore[method-assign,assignment]
+    types_mod.VariantLikeType._tagged = _remembered(types_mod.VariantLikeType._tagged, _TAGGED)  # type: ignore[method-assign,assignment]
     # Whether a list is a byte list: asked at every lift and lower of one (each WASI random call's
     # answer, every payload), each time through a new element type made and freed.
-    types_mod.ListType._is_bytes = _flag_memo(types_mod.ListType._is_bytes, _BYTES)  # type: ignore[method-assign,assignment]
+    types_mod.ListType._is_bytes = _remembered(types_mod.ListType._is_bytes, _BYTES)  # type: ignore[method-assign,assignment]
     _installed = True
 
 
