@@ -1489,7 +1489,7 @@ def plots(report: Report, settings: Settings) -> list[Path]:
         ax.set_xticks(sweep, [str(s) for s in sweep])
         ax.set_xlabel("dagr host --concurrency (one specialist holds at most half)")
         ax.set_ylabel("invocations/s, 1 host process (fsync on)")
-        ax.set_title("scaling with in-flight tasks")
+        ax.set_title("scaling with wasm slots (4 tasks in flight per slot)")
         ax.legend()
         ax.grid(True, alpha=0.3)
         written.append(_save(fig, settings.out / "scaling-concurrency.png"))

@@ -182,7 +182,7 @@ class TaskFeed:
         self._handle_task = handle
         self._long_running = long_running
         self._slots = asyncio.Semaphore(config.in_flight)
-        self.wasm = RunSlots(total=config.concurrency, cap=config.specialist_cap)
+        self._wasm_slots = RunSlots(total=config.concurrency, cap=config.specialist_cap)
         self._call_slots = asyncio.Semaphore(config.call_concurrency)
         #: Per specialist: the slots it may still take, and the call slots.
         self._specialist_slots: dict[str, asyncio.Semaphore] = {}
@@ -203,7 +203,7 @@ class TaskFeed:
     @contextlib.asynccontextmanager
     async def running(self, name: str, msg: Msg) -> AsyncIterator[None]:
         """Hold one of ``name``'s wasm slots while its agent runs for ``msg``."""
-        async with self.wasm.hold(name):
+        async with self._wasm_slots.hold(name):
             inflight = self._inflight.get(id(msg))
             if inflight is not None:
                 inflight.running_since = time.monotonic()
